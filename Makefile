@@ -1,0 +1,36 @@
+# Quick start: `make demo` (the whole product end to end on local sandboxes), `make test` (every test).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DAG    ?=
+CONF   ?=
+
+.PHONY: venv demo test sandboxes run lint clean
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(PY) -m include.demo
+
+test: venv
+	$(PY) -m pytest
+
+sandboxes: venv
+	$(PY) -m include.runtime.sandboxes
+
+run: venv
+	@test -n "$(DAG)" || { echo "usage: make run DAG=<dag_id> [CONF='<json>']"; exit 2; }
+	$(PY) -m include.runtime.run_dag $(DAG) '$(CONF)'
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf .airflow .local .sandbox

@@ -1,0 +1,35 @@
+"""
+### Incremental sync, every 5 minutes
+
+Moves only what changed since the last successful run, in both directions where the entity allows it:
+Dynamics changes come from change tracking (delta links), Marketo changes from the lead-changes activity
+feed. A field changed on both sides is a collision: **Marketo wins for leads, Dynamics wins for
+contacts**; every decision is written to `activity_log`. The sync's own writes come back next cycle and
+are recognised as echoes by comparison with the last-synced snapshot, never bounced back.
+
+Rows that break a Dynamics rule (required field, length, email format) are not written: the reason goes
+to `activity_log` and the rest of the batch goes on. Watermarks advance only in the transaction that
+records what was loaded.
+
+A run for an older data interval (a backfill, or a cleared old run) re-syncs records modified in that
+interval and leaves the watermarks alone. `max_active_runs=1`, no catchup.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG
+from dynamics_sync.entities import load_entities
+from dynamics_sync.steps import INCREMENTAL
+from dynamics_sync.taskgroups import default_args, entity_sync
+
+with DAG(
+    dag_id="dynamics_incremental_sync",
+    schedule="*/5 * * * *",
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    doc_md=__doc__,
+    tags=["dynamics-sync"],
+):
+    for name in load_entities():
+        entity_sync(name, INCREMENTAL)

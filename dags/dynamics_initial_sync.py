@@ -1,0 +1,46 @@
+"""
+### Initial full copy: Dynamics to Marketo
+
+Copies every record of every configured Dynamics entity into Marketo, once. A Dynamics lead or contact
+whose email already belongs to exactly one Marketo person is linked to that person instead of creating a
+duplicate (values Marketo holds where Dynamics has none are kept). Seeds the state store's snapshots and
+both watermarks, so `dynamics_incremental_sync` then moves only what changed.
+
+**Refuses to run over a populated state store** (it would re-copy everything); trigger with
+`{"force": true}` to re-run it on purpose, e.g. after a Dynamics change-tracking token expired.
+
+Per entity: `extract` (Dynamics change-tracking read + Marketo lookups by email) >> `transform`
+(plan creates and links) >> `validate` (Great Expectations; failing rows go to `activity_log`) >> `load`
+(Marketo upserts, then links, snapshots and watermarks in one state-store transaction).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param, chain, task
+from dynamics_sync.entities import load_entities
+from dynamics_sync.steps import INITIAL
+from dynamics_sync.taskgroups import default_args, entity_sync
+
+with DAG(
+    dag_id="dynamics_initial_sync",
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    params={
+        "force": Param(False, type="boolean", description="Run even though the state store is populated."),
+    },
+    doc_md=__doc__,
+    tags=["dynamics-sync"],
+):
+
+    @task
+    def check_state_store(params: dict | None = None) -> str:
+        """Refuse to copy over a populated state store unless the run says force."""
+        from dynamics_sync.guards import refuse_populated_store
+
+        return refuse_populated_store(force=bool((params or {}).get("force")))
+
+    guard = check_state_store()
+    for name in load_entities():
+        chain(guard, entity_sync(name, INITIAL))

@@ -1,0 +1,73 @@
+"""People editing records: the ordinary Dynamics user and a second Marketo API user, through the real APIs.
+
+The demo and the end-to-end tests make their edits through these, so the sync meets changes exactly as
+it would meet a salesperson's edit in Dynamics or a marketer's in Marketo (not writes into a sandbox's
+database), and reads both systems back through the same public APIs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dynamics_sync.entities import load_entities
+from dynamics_sync.hooks.dynamics import DynamicsHook
+from dynamics_sync.hooks.marketo import MarketoHook
+from include.runtime import connections
+
+DYNAMICS_PEOPLE, MARKETO_PEOPLE = "dynamics_people", "marketo_people"
+
+
+class People:
+    """Edits by people, and reads of both systems, for one pair of sandboxes."""
+
+    def __init__(self, boxes: Any):
+        dynamics_info, marketo_info = boxes.dynamics_info(), boxes.marketo_info()
+        connections.use(DYNAMICS_PEOPLE, connections.dynamics_connection(dynamics_info, as_user=True))
+        marketo_user = {**marketo_info, "client_id": marketo_info["user_client_id"],
+                        "client_secret": marketo_info["user_client_secret"]}
+        connections.use(MARKETO_PEOPLE, connections.marketo_connection(marketo_user))
+        self.dynamics = DynamicsHook(DYNAMICS_PEOPLE)
+        self.marketo = MarketoHook(MARKETO_PEOPLE)
+        self.entities = load_entities()
+
+    # ---- Dynamics -----------------------------------------------------------------------------------
+
+    def edit_dynamics(self, entity: str, row_id: str, values: dict[str, Any]) -> None:
+        self.dynamics.update(self.entities[entity].entity_set, row_id, values)
+
+    def create_dynamics(self, entity: str, values: dict[str, Any]) -> str:
+        return self.dynamics.create(self.entities[entity].entity_set, values)
+
+    def read_dynamics(self, entity: str, row_id: str) -> dict[str, Any]:
+        spec = self.entities[entity]
+        select = ",".join([*spec.dynamics_columns, "_modifiedby_value"])
+        return self.dynamics.request("GET", f"{spec.entity_set}({row_id})", params={"$select": select}).json()
+
+    def find_dynamics(self, entity: str, email: str) -> list[dict[str, Any]]:
+        spec = self.entities[entity]
+        escaped = email.replace("'", "''")
+        params = {"$select": ",".join([spec.key, *spec.dynamics_columns]),
+                  "$filter": f"emailaddress1 eq '{escaped}'"}
+        return [row for rows, _ in self.dynamics.pages(spec.entity_set, params=params) for row in rows]
+
+    # ---- Marketo ------------------------------------------------------------------------------------
+
+    def edit_marketo(self, marketo_id: int, values: dict[str, Any]) -> None:
+        [result] = self.marketo.sync_leads([{"id": marketo_id, **values}], action="updateOnly", lookup_field="id")
+        if result.get("status") != "updated":
+            raise RuntimeError(f"Marketo did not update person {marketo_id}: {result}")
+
+    def create_marketo(self, values: dict[str, Any]) -> int:
+        [result] = self.marketo.sync_leads([values], action="createOnly", lookup_field="email")
+        if result.get("status") != "created":
+            raise RuntimeError(f"Marketo did not create the person: {result}")
+        return int(result["id"])
+
+    def read_marketo(self, marketo_id: int) -> dict[str, Any]:
+        fields = ["id", "email", "firstName", "lastName", "phone", "title", "company",
+                  "msdynLeadId", "msdynContactId", "msdynType"]
+        people = self.marketo.get_leads("id", [marketo_id], fields)
+        return people[0] if people else {}
+
+    def find_marketo(self, email: str) -> list[dict[str, Any]]:
+        return self.marketo.get_leads("email", [email], ["id", "email", "firstName", "lastName", "msdynLeadId"])

@@ -1,0 +1,5 @@
+"""The Marketo <-> Dynamics sync library that every DAG of this project imports.
+
+Airflow puts plugins/ on sys.path, so DAG files import it as `dynamics_sync`; `pip install -e .` does the
+same for tests and registers the hooks' connection types (see provider.py).
+"""

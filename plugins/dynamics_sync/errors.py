@@ -1,0 +1,33 @@
+"""Exceptions that say which system failed and why, without ever carrying a secret.
+
+Systemic failures (refused credentials, an API down, a spent quota) fail the task so Airflow retries it
+and the UI shows it red; per-record refusals are not exceptions at all but activity_log rows. The retry
+policy in dynamics_sync.retry decides per class whether a retry can help.
+"""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """Base class for every failure the sync raises on purpose."""
+
+
+class AuthError(SyncError):
+    """Credentials were refused: retrying cannot help until someone fixes the connection."""
+
+
+class ServiceUnavailable(SyncError):
+    """The API could not be reached or kept failing after the hook's own retries."""
+
+
+class QuotaExhausted(SyncError):
+    """A daily quota is spent; the work resumes from the unchanged watermark once it resets."""
+
+
+class ApiError(SyncError):
+    """The API refused a whole request (not a single record) with a documented error."""
+
+    def __init__(self, system: str, code: str, message: str, status: int | None = None):
+        self.system, self.code, self.message, self.status = system, code, message, status
+        where = f"HTTP {status} " if status else ""
+        super().__init__(f"{system} API error {where}{code}: {message}")

@@ -1,0 +1,94 @@
+"""HTTP plumbing both hooks share: sanitised transport errors, backoff, and a client-side rate limiter.
+
+Transport exceptions from requests quote the full URL, and Marketo's identity call carries the client
+secret in its query string; so every transport error is re-raised as ServiceUnavailable naming only the
+host, and the original exception is dropped (never chained) so no log or traceback repeats the secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+
+from dynamics_sync.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Retryable(Exception):
+    """Raised inside a backoff loop for a failure worth another try; `delay` overrides the backoff."""
+
+    def __init__(self, reason: str, delay: float | None = None):
+        super().__init__(reason)
+        self.reason, self.delay = reason, delay
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def send(
+    session: requests.Session, method: str, url: str, *, system: str, timeout: float, **kwargs: Any
+) -> requests.Response:
+    """One HTTP call; transport failures become ServiceUnavailable without the URL's query string."""
+    try:
+        return session.request(method, url, timeout=timeout, **kwargs)
+    except requests.RequestException as exc:
+        raise ServiceUnavailable(f"{system}: cannot reach {origin(url)} ({type(exc).__name__})") from None
+
+
+def with_backoff(
+    call: Callable[[], T], *, system: str, attempts: int, base_s: float, cap_s: float = 60.0
+) -> T:
+    """Run `call`, retrying Retryable failures with exponential backoff and jitter (or their own delay)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Retryable as exc:
+            if attempt == attempts:
+                raise ServiceUnavailable(f"{system}: {exc.reason} (gave up after {attempts} attempts)") from None
+            delay = exc.delay if exc.delay is not None else min(cap_s, base_s * 2 ** (attempt - 1))
+            delay *= 1 + random.random() * 0.1
+            log.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", system, exc.reason, delay, attempt, attempts)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class RateLimiter:
+    """Sliding-window limiter plus a concurrency cap, shared by the threads of one process.
+
+    Keeps this process under an API's published rate by construction; Airflow pools bound how many
+    processes call the API at once.
+    """
+
+    def __init__(self, calls: int, window_s: float, max_concurrent: int):
+        self.calls, self.window_s = calls, window_s
+        self._stamps: deque[float] = deque()
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+
+    def __enter__(self) -> RateLimiter:
+        self._slots.acquire()
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._stamps and now - self._stamps[0] >= self.window_s:
+                    self._stamps.popleft()
+                if len(self._stamps) < self.calls:
+                    self._stamps.append(now)
+                    return self
+                wait = self.window_s - (now - self._stamps[0])
+            time.sleep(max(wait, 0.01))
+
+    def __exit__(self, *_exc: object) -> None:
+        self._slots.release()

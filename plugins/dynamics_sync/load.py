@@ -1,0 +1,128 @@
+"""Load: apply a validated write plan to each side and collect a result for every record.
+
+A record the API refuses becomes an activity row with the API's own code and message; it does not fail
+the batch. Failures of the whole call (auth, outage, quota) raise, so the task fails before anything is
+committed to the state store and the retry redoes the work: Marketo updates by id and Dynamics
+If-Match updates are idempotent, and creates are matched by email on the retry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from dynamics_sync.entities import EntitySpec
+from dynamics_sync.errors import ApiError
+from dynamics_sync.hooks.dynamics import DynamicsHook
+from dynamics_sync.hooks.marketo import MarketoHook
+from dynamics_sync.state import Activity, LinkUpdate
+from dynamics_sync.transform import TO_DYNAMICS, TO_MARKETO
+
+TYPE_FIELD = "msdynType"
+RECORD_LEVEL_STATUS = {400, 403, 404, 409, 412, 413}
+
+
+@dataclass
+class LoadResult:
+    links: list[LinkUpdate] = field(default_factory=list)
+    activities: list[Activity] = field(default_factory=list)
+    created: int = 0
+    updated: int = 0
+    refused: int = 0
+
+
+def _fields(row: dict[str, Any]) -> list[str]:
+    return json.loads(row["write_fields"])
+
+
+def _link_update(spec: EntitySpec, row: dict[str, Any], marketo_id: int) -> LinkUpdate:
+    return LinkUpdate(
+        entity=spec.name,
+        dynamics_id=row["dynamics_id"],
+        marketo_id=int(marketo_id),
+        dynamics_values=json.loads(row["snap_dynamics"]),
+        marketo_values=json.loads(row["snap_marketo"]),
+    )
+
+
+def marketo_payload(spec: EntitySpec, row: dict[str, Any]) -> dict[str, Any]:
+    """What Marketo's sync call gets for one planned write."""
+    payload = {name: row.get(name) for name in _fields(row)}
+    if row["op"] == "create":
+        payload = {name: row.get(name) for name in spec.marketo_fields if row.get(name) is not None}
+    if row["op"] in ("create", "link"):
+        payload[spec.link_field] = row["dynamics_id"]
+        payload[TYPE_FIELD] = spec.type_value
+    if row["op"] != "create":
+        payload["id"] = int(row["marketo_id"])
+    return payload
+
+
+def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> LoadResult:
+    result = LoadResult()
+    rows = writes.to_dict("records")
+    creates = [r for r in rows if r["op"] == "create"]
+    updates = [r for r in rows if r["op"] != "create"]
+    batches = (
+        (creates, "createOnly", "email"),
+        (updates, "updateOnly", "id"),
+    )
+    for batch, action, lookup in batches:
+        if not batch:
+            continue
+        answers = hook.sync_leads([marketo_payload(spec, r) for r in batch], action=action, lookup_field=lookup)
+        for row, answer in zip(batch, answers, strict=True):
+            status = answer.get("status")
+            if status in ("created", "updated"):
+                result.links.append(_link_update(spec, row, answer.get("id") or row["marketo_id"]))
+                if status == "created":
+                    result.created += 1
+                else:
+                    result.updated += 1
+                continue
+            reasons = "; ".join(f"{r.get('code')} {r.get('message')}" for r in answer.get("reasons") or [])
+            result.refused += 1
+            result.activities.append(Activity(
+                "refused_by_marketo", spec.name, TO_MARKETO, dynamics_id=row["dynamics_id"],
+                marketo_id=int(row["marketo_id"]) if row.get("marketo_id") is not None else None,
+                email=row.get("email"), reason=f"Marketo {action} skipped the record: {reasons or status}",
+            ))
+    return result
+
+
+def load_dynamics(hook: DynamicsHook, spec: EntitySpec, writes: pd.DataFrame) -> LoadResult:
+    result = LoadResult()
+    for row in writes.to_dict("records"):
+        body = spec.to_dynamics({name: row.get(name) for name in _fields(row)})
+        try:
+            hook.update(spec.entity_set, row["dynamics_id"], body)
+        except ApiError as exc:
+            if exc.status not in RECORD_LEVEL_STATUS:
+                raise
+            result.refused += 1
+            result.activities.append(Activity(
+                "refused_by_dynamics", spec.name, TO_DYNAMICS, dynamics_id=row["dynamics_id"],
+                marketo_id=int(row["marketo_id"]), email=row.get("email"),
+                reason=f"Dynamics refused the update (HTTP {exc.status} {exc.code}): {exc.message}",
+            ))
+            continue
+        result.updated += 1
+        result.links.append(_link_update(spec, row, row["marketo_id"]))
+    return result
+
+
+def rejected_activities(spec: EntitySpec, bad: pd.DataFrame, direction: str) -> list[Activity]:
+    """One activity row per failed rule of each row the validate step set aside."""
+    activities = []
+    for row in bad.to_dict("records"):
+        for problem in json.loads(row["reasons"]):
+            activities.append(Activity(
+                "rejected_by_validation", spec.name, direction, dynamics_id=row.get("dynamics_id"),
+                marketo_id=int(row["marketo_id"]) if row.get("marketo_id") is not None else None,
+                email=row.get("email"), field=problem["field"], new_value=problem["value"],
+                reason=f"{problem['reason']}; not written",
+            ))
+    return activities

@@ -1,0 +1,414 @@
+"""The state store: links, last-synced snapshots, watermarks, the activity log and run summaries.
+
+SQLAlchemy on an Airflow connection (SQLite file by default, PostgreSQL in production). Everything a load
+step learned is written by `commit_load` in one transaction, together with the watermarks it advances, so
+a watermark can never move past a record that was neither loaded nor logged: a crash before the commit
+leaves the old watermark, and the next run redoes the work (the loads are idempotent upserts).
+
+Snapshots are kept per side (the values last written to or read from Dynamics, and from Marketo) because
+the two sides may legitimately differ (a Marketo-only value the initial copy did not overwrite); comparing
+each side with its own snapshot is what recognises the sync's own writes as echoes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+STATE_CONN_ID = "dynamics_sync_state"
+metadata = MetaData()
+
+record_links = Table(
+    "record_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entity", String(64), nullable=False),
+    Column("dynamics_id", String(64), nullable=False),
+    Column("marketo_id", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("entity", "dynamics_id", name="uq_links_entity_dynamics"),
+    # One Marketo person mirrors one Dynamics record, whichever entity it is.
+    UniqueConstraint("marketo_id", name="uq_links_marketo"),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("link_id", Integer, ForeignKey("record_links.id", ondelete="CASCADE"), primary_key=True),
+    Column("dynamics_values", JSON, nullable=False),
+    Column("marketo_values", JSON, nullable=False),
+    Column("synced_at", DateTime(timezone=True), nullable=False),
+    Column("run_id", String(250)),
+)
+
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("entity", String(64), primary_key=True),
+    Column("side", String(16), primary_key=True),
+    Column("value", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("run_id", String(250)),
+)
+
+activity_log = Table(
+    "activity_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("logged_at", DateTime(timezone=True), nullable=False),
+    Column("dag_id", String(250)),
+    Column("run_id", String(250)),
+    Column("task_id", String(250)),
+    Column("entity", String(64)),
+    Column("direction", String(32)),
+    Column("dynamics_id", String(64)),
+    Column("marketo_id", BigInteger),
+    Column("email", String(320)),
+    Column("activity_type", String(64), nullable=False),
+    Column("field", String(128)),
+    Column("old_value", Text),
+    Column("new_value", Text),
+    Column("reason", Text),
+    Index("ix_activity_email", "email"),
+    Index("ix_activity_dynamics_id", "dynamics_id"),
+    Index("ix_activity_marketo_id", "marketo_id"),
+    Index("ix_activity_run", "dag_id", "run_id"),
+)
+
+run_summary = Table(
+    "run_summary",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("entity", String(64), nullable=False),
+    Column("direction", String(32), nullable=False),
+    Column("created", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+    Column("collisions", Integer, nullable=False, default=0),
+    Column("echoes", Integer, nullable=False, default=0),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Index("ix_summary_run", "dag_id", "run_id"),
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Link:
+    id: int
+    entity: str
+    dynamics_id: str
+    marketo_id: int
+    dynamics_values: dict[str, Any] = field(default_factory=dict)
+    marketo_values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LinkUpdate:
+    """A link to create or keep, and the snapshot fields to overwrite on each side."""
+
+    entity: str
+    dynamics_id: str
+    marketo_id: int
+    dynamics_values: dict[str, Any] = field(default_factory=dict)
+    marketo_values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Activity:
+    """One row of activity_log: something the sync decided, or could not do, and why."""
+
+    activity_type: str
+    entity: str | None = None
+    direction: str | None = None
+    dynamics_id: str | None = None
+    marketo_id: int | None = None
+    email: str | None = None
+    field: str | None = None
+    old_value: Any = None
+    new_value: Any = None
+    reason: str | None = None
+
+
+@dataclass
+class RunContext:
+    """Where a state-store write came from, stamped on every activity and summary row."""
+
+    dag_id: str
+    run_id: str
+    task_id: str | None = None
+
+
+def sqlalchemy_url(conn: Any) -> str:
+    """Build a SQLAlchemy URL from an Airflow connection (sqlite, postgres, or extra.sqlalchemy_url)."""
+    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+    if extra.get("sqlalchemy_url"):
+        return extra["sqlalchemy_url"]
+    conn_type = (conn.conn_type or "").lower()
+    if conn_type == "sqlite":
+        if not conn.host:
+            raise ValueError(f"state store connection {conn.conn_id!r} (sqlite) needs the file path as host")
+        return f"sqlite:///{conn.host}"
+    if conn_type in ("postgres", "postgresql"):
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or "127.0.0.1",
+            port=conn.port or 5432,
+            database=conn.schema or None,
+        ).render_as_string(hide_password=False)
+    raise ValueError(
+        f"state store connection {conn.conn_id!r} has type {conn_type!r}; use sqlite, postgres, "
+        "or set extra.sqlalchemy_url"
+    )
+
+
+def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class StateStore:
+    """Typed access to the state tables; one instance per task, thin over one Engine."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> StateStore:
+        engine = create_engine(url, future=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _on_sqlite_connect)
+        store = cls(engine)
+        store.create_schema()
+        return store
+
+    @classmethod
+    def from_connection(cls, conn_id: str = STATE_CONN_ID) -> StateStore:
+        from airflow.sdk import BaseHook
+
+        return cls.from_url(sqlalchemy_url(BaseHook.get_connection(conn_id)))
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ---- reads -------------------------------------------------------------------------------------
+
+    def is_populated(self) -> bool:
+        with self.engine.connect() as conn:
+            links = conn.execute(select(func.count()).select_from(record_links)).scalar_one()
+            marks = conn.execute(select(func.count()).select_from(watermarks)).scalar_one()
+        return bool(links or marks)
+
+    def links_by_dynamics(self, entity: str, dynamics_ids: Iterable[str]) -> dict[str, Link]:
+        return {
+            link.dynamics_id: link
+            for link in self._links(record_links.c.entity == entity, record_links.c.dynamics_id, dynamics_ids)
+        }
+
+    def links_by_marketo(self, marketo_ids: Iterable[int]) -> dict[int, Link]:
+        return {link.marketo_id: link for link in self._links(None, record_links.c.marketo_id, marketo_ids)}
+
+    def _links(self, where: Any, column: Any, keys: Iterable[Any]) -> Iterator[Link]:
+        keys = list(dict.fromkeys(keys))
+        query = select(record_links, snapshots.c.dynamics_values, snapshots.c.marketo_values).outerjoin(
+            snapshots, snapshots.c.link_id == record_links.c.id
+        )
+        if where is not None:
+            query = query.where(where)
+        with self.engine.connect() as conn:
+            for chunk in _chunks(keys, 500):
+                for row in conn.execute(query.where(column.in_(chunk))):
+                    yield Link(
+                        id=row.id,
+                        entity=row.entity,
+                        dynamics_id=row.dynamics_id,
+                        marketo_id=row.marketo_id,
+                        dynamics_values=row.dynamics_values or {},
+                        marketo_values=row.marketo_values or {},
+                    )
+
+    def count_links(self, entity: str | None = None) -> int:
+        query = select(func.count()).select_from(record_links)
+        if entity:
+            query = query.where(record_links.c.entity == entity)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def watermark(self, entity: str, side: str) -> str | None:
+        value, _ = self.watermark_row(entity, side)
+        return value
+
+    def watermark_row(self, entity: str, side: str) -> tuple[str | None, dt.datetime | None]:
+        """The watermark's value and when it was last advanced (None, None if never)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(watermarks.c.value, watermarks.c.updated_at).where(
+                    watermarks.c.entity == entity, watermarks.c.side == side
+                )
+            ).first()
+        if row is None:
+            return None, None
+        updated = row.updated_at
+        if updated is not None and updated.tzinfo is None:  # SQLite drops the zone; we always store UTC
+            updated = updated.replace(tzinfo=dt.UTC)
+        return row.value, updated
+
+    def activities(self, **where: Any) -> list[dict[str, Any]]:
+        """Activity rows matching column=value filters, oldest first (e.g. email=..., run_id=...)."""
+        query = select(activity_log).order_by(activity_log.c.id)
+        for column, value in where.items():
+            query = query.where(activity_log.c[column] == value)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def summaries(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        query = (
+            select(run_summary)
+            .where(run_summary.c.dag_id == dag_id, run_summary.c.run_id == run_id)
+            .order_by(run_summary.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    # ---- writes ------------------------------------------------------------------------------------
+
+    def commit_load(
+        self,
+        ctx: RunContext,
+        *,
+        links: Sequence[LinkUpdate] = (),
+        activities: Sequence[Activity] = (),
+        summaries: Sequence[dict[str, Any]] = (),
+        marks: dict[tuple[str, str], str | None] | None = None,
+    ) -> None:
+        """Record everything one load step did, and advance its watermarks, in one transaction."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for update in links:
+                self._upsert_link(conn, update, ctx, now)
+            if activities:
+                conn.execute(
+                    activity_log.insert(),
+                    [
+                        {
+                            **{k: v for k, v in vars(a).items() if k not in ("old_value", "new_value")},
+                            "old_value": _text(a.old_value),
+                            "new_value": _text(a.new_value),
+                            "logged_at": now,
+                            "dag_id": ctx.dag_id,
+                            "run_id": ctx.run_id,
+                            "task_id": ctx.task_id,
+                        }
+                        for a in activities
+                    ],
+                )
+            if summaries:
+                conn.execute(
+                    run_summary.insert(),
+                    [{**s, "dag_id": ctx.dag_id, "run_id": ctx.run_id, "finished_at": now} for s in summaries],
+                )
+            for (entity, side), value in (marks or {}).items():
+                _upsert(
+                    conn,
+                    watermarks,
+                    {"entity": entity, "side": side, "value": value, "updated_at": now, "run_id": ctx.run_id},
+                    keys=["entity", "side"],
+                )
+
+    def _upsert_link(self, conn: Any, update: LinkUpdate, ctx: RunContext, now: dt.datetime) -> None:
+        existing = conn.execute(
+            select(record_links.c.id, snapshots.c.dynamics_values, snapshots.c.marketo_values)
+            .outerjoin(snapshots, snapshots.c.link_id == record_links.c.id)
+            .where(record_links.c.entity == update.entity, record_links.c.dynamics_id == update.dynamics_id)
+        ).first()
+        if existing is None:
+            link_id = conn.execute(
+                record_links.insert().values(
+                    entity=update.entity,
+                    dynamics_id=update.dynamics_id,
+                    marketo_id=update.marketo_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            ).inserted_primary_key[0]
+            dyn, mkto = dict(update.dynamics_values), dict(update.marketo_values)
+        else:
+            link_id = existing.id
+            conn.execute(
+                record_links.update()
+                .where(record_links.c.id == link_id)
+                .values(marketo_id=update.marketo_id, updated_at=now)
+            )
+            dyn = {**(existing.dynamics_values or {}), **update.dynamics_values}
+            mkto = {**(existing.marketo_values or {}), **update.marketo_values}
+        _upsert(
+            conn,
+            snapshots,
+            {
+                "link_id": link_id,
+                "dynamics_values": dyn,
+                "marketo_values": mkto,
+                "synced_at": now,
+                "run_id": ctx.run_id,
+            },
+            keys=["link_id"],
+        )
+
+
+def _upsert(conn: Any, table: Table, row: dict[str, Any], keys: list[str]) -> None:
+    dialect = conn.engine.dialect.name
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
+    if insert is None:
+        raise NotImplementedError(f"state store dialect {dialect!r} is not supported")
+    stmt = insert(table).values(**row)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys, set_={k: stmt.excluded[k] for k in row if k not in keys}
+    )
+    conn.execute(stmt)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,244 @@
+"""The four steps of an entity's sync, as plain functions of (entity, previous step's XCom, run info).
+
+The TaskFlow tasks in taskgroups.py are one-line calls into these, so a DAG file reads like the pipeline
+diagram and this module holds the wiring between hooks, staging, the pure transform and the state store.
+Every step returns only paths and counts for XCom; rows live in run-scoped Parquet files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+
+from dynamics_sync import extract, load, transform, validate
+from dynamics_sync.entities import EntitySpec, load_entities
+from dynamics_sync.errors import SyncError
+from dynamics_sync.hooks.dynamics import DynamicsHook
+from dynamics_sync.hooks.marketo import MarketoHook
+from dynamics_sync.staging import read_frame, run_dir, write_frame
+from dynamics_sync.state import Activity, LinkUpdate, RunContext, StateStore
+
+log = logging.getLogger(__name__)
+INITIAL, INCREMENTAL = "initial", "incremental"
+MARKETO_OVERLAP = dt.timedelta(seconds=60)
+
+
+@dataclass
+class RunInfo:
+    """What a step needs to know about the Airflow run it is part of."""
+
+    dag_id: str
+    run_id: str
+    task_id: str | None = None
+    interval_start: dt.datetime | None = None
+    interval_end: dt.datetime | None = None
+
+    @property
+    def ctx(self) -> RunContext:
+        return RunContext(self.dag_id, self.run_id, self.task_id)
+
+
+def _stage(run: RunInfo, spec: EntitySpec, name: str, frame: pd.DataFrame) -> str:
+    return write_frame(frame, run_dir(run.dag_id, run.run_id, spec.name) / f"{name}.parquet")
+
+
+def _activities_frame(activities: list[Activity]) -> pd.DataFrame:
+    columns = list(Activity.__dataclass_fields__)
+    return pd.DataFrame([asdict(a) for a in activities], columns=columns).astype(object)
+
+
+def _activities(frame: pd.DataFrame) -> list[Activity]:
+    return [Activity(**row) for row in frame.to_dict("records")]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# ---- extract -------------------------------------------------------------------------------------------
+
+
+def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
+    spec = load_entities()[entity]
+    store = StateStore.from_connection()
+    dynamics, marketo = DynamicsHook(), MarketoHook()
+    started = _now()
+    marks: dict[str, str | None] = {}
+    interval = False
+    if mode == INITIAL:
+        dyn = extract.dynamics_full(dynamics, spec)
+        mkto_rows = extract.marketo_people_empty(spec)
+        marks = {"dynamics": dyn.delta_link,
+                 "marketo": extract.MarketoMark(since=started - MARKETO_OVERLAP).dumps()}
+        mkto_info: dict[str, Any] = {}
+    else:
+        delta_link, synced_at = store.watermark_row(spec.name, "dynamics")
+        marketo_mark = store.watermark(spec.name, "marketo")
+        if not delta_link or not marketo_mark:
+            raise SyncError(
+                f"{spec.name}: no watermark in the state store; run the dynamics_initial_sync DAG first"
+            )
+        interval = bool(run.interval_end and synced_at and run.interval_start and run.interval_end < synced_at)
+        if interval:
+            log.info("%s: re-syncing the older interval %s .. %s (watermarks stay where they are)",
+                     spec.name, run.interval_start, run.interval_end)
+            dyn = extract.dynamics_interval(dynamics, spec, run.interval_start, run.interval_end)
+            mk = extract.marketo_changes(
+                marketo, store, spec, extract.MarketoMark(since=run.interval_start), run.interval_end
+            )
+        else:
+            dyn = extract.dynamics_changes(dynamics, spec, delta_link)
+            mk = extract.marketo_changes(marketo, store, spec, extract.MarketoMark.loads(marketo_mark))
+            marks = {"dynamics": dyn.delta_link, "marketo": mk.watermark}
+        mkto_rows = mk.rows
+        mkto_info = {"marketo_activities": mk.activities, "marketo_unlinked": mk.unlinked}
+    # People who may already exist in Marketo for Dynamics records not linked yet: matched by email.
+    links = store.links_by_dynamics(spec.name, dyn.rows["dynamics_id"])
+    unlinked = dyn.rows[~dyn.rows["dynamics_id"].isin(list(links)) & ~dyn.rows["deleted"].astype(bool)]
+    matches = extract.marketo_people(marketo, spec, "email", unlinked["email"].dropna().unique())
+    counts = {
+        "dynamics_rows": len(dyn.rows),
+        "dynamics_deleted": dyn.deleted,
+        "marketo_rows": len(mkto_rows),
+        "email_matches": len(matches),
+        **mkto_info,
+    }
+    log.info("%s extract: %s (Dynamics calls %d, Marketo calls %d)", spec.name, counts, dynamics.calls, marketo.calls)
+    store.dispose()
+    return {
+        "entity": spec.name,
+        "mode": mode,
+        "interval": interval,
+        "sync_user_id": dynamics.who_am_i() if mode == INCREMENTAL else None,
+        "dynamics": _stage(run, spec, "dynamics_rows", dyn.rows),
+        "marketo": _stage(run, spec, "marketo_rows", mkto_rows),
+        "matches": _stage(run, spec, "marketo_matches", matches),
+        "marks": {k: v for k, v in marks.items() if v},
+        "counts": counts,
+    }
+
+
+# ---- transform / conflict-resolve ----------------------------------------------------------------------
+
+
+def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
+    spec = load_entities()[entity]
+    store = StateStore.from_connection()
+    dynamics = read_frame(extracted["dynamics"])
+    marketo = read_frame(extracted["marketo"])
+    matches = read_frame(extracted["matches"])
+    links = store.links_by_dynamics(spec.name, dynamics.get("dynamics_id", pd.Series(dtype=object)))
+    marketo_ids = [*marketo.get("marketo_id", []), *matches.get("marketo_id", [])]
+    linked_marketo = store.links_by_marketo(int(m) for m in marketo_ids if m is not None)
+    links.update({link.dynamics_id: link for link in linked_marketo.values() if link.entity == spec.name})
+    if extracted["mode"] == INITIAL:
+        plan = transform.plan_initial(spec, dynamics, matches, links, linked_marketo)
+    else:
+        plan = transform.plan_incremental(
+            spec, dynamics, marketo, matches, links, linked_marketo, extracted.get("sync_user_id")
+        )
+    store.dispose()
+    frames = plan.frames(spec)
+    counts = {
+        "to_marketo": len(frames["marketo_writes"]),
+        "to_dynamics": len(frames["dynamics_writes"]),
+        "snapshot_refresh": len(frames["refresh"]),
+        **dict(plan.counts),
+    }
+    log.info("%s transform: %s", spec.name, counts)
+    return {
+        **{k: extracted[k] for k in ("entity", "mode", "interval", "marks")},
+        **{name: _stage(run, spec, name, frame) for name, frame in frames.items()},
+        "plan_activities": _stage(run, spec, "plan_activities", _activities_frame(plan.activities)),
+        "counts": counts,
+    }
+
+
+# ---- validate --------------------------------------------------------------------------------------------
+
+
+def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
+    spec = load_entities()[entity]
+    out = {k: transformed[k] for k in ("entity", "mode", "interval", "marks", "refresh", "plan_activities")}
+    counts = dict(transformed["counts"])
+    for name, side in (("marketo_writes", "marketo"), ("dynamics_writes", "dynamics")):
+        split = validate.split_invalid(read_frame(transformed[name]), spec, side)
+        out[name] = _stage(run, spec, f"{name}_valid", split.good)
+        out[f"{name}_rejected"] = _stage(run, spec, f"{name}_rejected", split.bad)
+        counts[f"{name}_valid"], counts[f"{name}_rejected"] = len(split.good), len(split.bad)
+    log.info("%s validate: %s", spec.name, counts)
+    return {**out, "counts": counts}
+
+
+# ---- load ------------------------------------------------------------------------------------------------
+
+
+def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str, Any]:
+    spec = load_entities()[entity]
+    store = StateStore.from_connection()
+    activities = _activities(read_frame(validated["plan_activities"]))
+    rejected_m = read_frame(validated["marketo_writes_rejected"])
+    rejected_d = read_frame(validated["dynamics_writes_rejected"])
+    activities += load.rejected_activities(spec, rejected_m, transform.TO_MARKETO)
+    activities += load.rejected_activities(spec, rejected_d, transform.TO_DYNAMICS)
+
+    to_marketo = load.load_marketo(MarketoHook(), spec, read_frame(validated["marketo_writes"]))
+    to_dynamics = load.LoadResult()
+    dynamics_writes = read_frame(validated["dynamics_writes"])
+    if not dynamics_writes.empty:
+        to_dynamics = load.load_dynamics(DynamicsHook(), spec, dynamics_writes)
+    refresh = [
+        LinkUpdate(spec.name, r["dynamics_id"], int(r["marketo_id"]),
+                   _json(r["snap_dynamics"]), _json(r["snap_marketo"]))
+        for r in read_frame(validated["refresh"]).to_dict("records")
+    ]
+    activities += to_marketo.activities + to_dynamics.activities
+    counts = validated["counts"]
+    collisions = [a for a in activities if a.activity_type == "collision_resolved"]
+    summaries = [
+        {
+            "entity": spec.name, "direction": transform.TO_MARKETO,
+            "created": to_marketo.created, "updated": to_marketo.updated,
+            "rejected": len(rejected_m) + to_marketo.refused,
+            "collisions": sum(1 for c in collisions if c.direction == transform.TO_MARKETO),
+            "echoes": counts.get("echoes", 0),
+        },
+        {
+            "entity": spec.name, "direction": transform.TO_DYNAMICS,
+            "created": 0, "updated": to_dynamics.updated,
+            "rejected": len(rejected_d) + to_dynamics.refused,
+            "collisions": sum(1 for c in collisions if c.direction == transform.TO_DYNAMICS),
+            "echoes": 0,
+        },
+    ]
+    marks = {} if validated["interval"] else {(spec.name, side): v for side, v in validated["marks"].items()}
+    store.commit_load(
+        run.ctx,
+        links=[*to_marketo.links, *to_dynamics.links, *refresh],
+        activities=activities,
+        summaries=summaries,
+        marks=marks,
+    )
+    store.dispose()
+    result = {
+        "entity": spec.name,
+        "to_marketo": {"created": to_marketo.created, "updated": to_marketo.updated,
+                       "rejected": summaries[0]["rejected"]},
+        "to_dynamics": {"updated": to_dynamics.updated, "rejected": summaries[1]["rejected"]},
+        "collisions": len(collisions),
+        "echoes": counts.get("echoes", 0),
+        "activities": len(activities),
+        "watermarks_advanced": sorted(side for _, side in marks),
+    }
+    log.info("%s load: %s", spec.name, result)
+    return result
+
+
+def _json(text: Any) -> dict[str, Any]:
+    import json
+
+    return json.loads(text) if text else {}

@@ -1,0 +1,80 @@
+"""TaskFlow building blocks the DAG files compose: one task group per entity with its four steps.
+
+Tasks stay one-line calls into dynamics_sync.steps. API-bound steps run in Airflow pools that encode each
+API's concurrency limit, and every task shares one retry policy: refused credentials or a malformed
+config fail at once (a retry cannot help), an unreachable API is retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task, task_group
+
+from dynamics_sync import steps
+from dynamics_sync.entities import ConfigError
+from dynamics_sync.errors import ApiError, AuthError, QuotaExhausted, ServiceUnavailable
+
+MARKETO_POOL = "marketo_api"
+DYNAMICS_POOL = "dynamics_api"
+
+RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(exception=[AuthError, ConfigError], action=RetryAction.FAIL,
+                  reason="credentials or config refused; fix the connection or config, then clear the task"),
+        RetryRule(exception=QuotaExhausted, action=RetryAction.FAIL,
+                  reason="daily API quota spent; the next run resumes from the unchanged watermark"),
+        RetryRule(exception=[ServiceUnavailable, ApiError], action=RetryAction.RETRY),
+    ]
+)
+
+
+def default_args() -> dict[str, Any]:
+    """Retries with exponential backoff; the base delay is settable so tests never sit idle for minutes."""
+    return {
+        "retries": int(os.environ.get("DYNAMICS_SYNC_RETRIES", 3)),
+        "retry_delay": dt.timedelta(seconds=float(os.environ.get("DYNAMICS_SYNC_RETRY_DELAY_S", 60))),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=15),
+        "retry_policy": RETRY_POLICY,
+    }
+
+
+def run_info() -> steps.RunInfo:
+    context = get_current_context()
+    dag_run = context["dag_run"]
+    return steps.RunInfo(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        task_id=context["ti"].task_id,
+        interval_start=context.get("data_interval_start"),
+        interval_end=context.get("data_interval_end"),
+    )
+
+
+def entity_sync(entity: str, mode: str) -> Any:
+    """extract >> transform (conflict-resolve) >> validate (Great Expectations) >> load, for one entity."""
+
+    @task_group(group_id=entity, tooltip=f"sync {entity}: extract, transform, validate, load")
+    def group() -> Any:
+        @task(pool=MARKETO_POOL)
+        def extract() -> dict[str, Any]:
+            return steps.extract_step(entity, mode, run_info())
+
+        @task
+        def transform(extracted: dict[str, Any]) -> dict[str, Any]:
+            return steps.transform_step(entity, extracted, run_info())
+
+        @task
+        def validate(transformed: dict[str, Any]) -> dict[str, Any]:
+            return steps.validate_step(entity, transformed, run_info())
+
+        @task(pool=MARKETO_POOL)
+        def load(validated: dict[str, Any]) -> dict[str, Any]:
+            return steps.load_step(entity, validated, run_info())
+
+        return load(validate(transform(extract())))
+
+    return group()

@@ -1,0 +1,199 @@
+"""Transform and conflict-resolve: turn both sides' changes into a write plan, with no API call.
+
+The plan holds, per target side, one row per record to write: which fields to send, the record's full
+values after the write (what validation checks), and the snapshot values to record if the write
+succeeds. Decisions that need no write (collisions, echoes, ambiguous matches, upstream deletes) become
+activity rows or counts. Keeping this step pure is what makes it testable as a table of cases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from dynamics_sync.conflict import DYNAMICS, MARKETO, initial_values, merge, normalize
+from dynamics_sync.entities import EntitySpec
+from dynamics_sync.state import Activity, Link
+
+WRITE_META = ["op", "marketo_id", "dynamics_id", "write_fields", "snap_dynamics", "snap_marketo"]
+TO_MARKETO, TO_DYNAMICS = "dynamics_to_marketo", "marketo_to_dynamics"
+
+
+@dataclass
+class Plan:
+    marketo_writes: list[dict[str, Any]] = field(default_factory=list)
+    dynamics_writes: list[dict[str, Any]] = field(default_factory=list)
+    refresh: list[dict[str, Any]] = field(default_factory=list)
+    activities: list[Activity] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def frames(self, spec: EntitySpec) -> dict[str, pd.DataFrame]:
+        columns = [*WRITE_META, *spec.marketo_fields]
+        return {
+            "marketo_writes": pd.DataFrame(self.marketo_writes, columns=columns),
+            "dynamics_writes": pd.DataFrame(self.dynamics_writes, columns=columns),
+            "refresh": pd.DataFrame(self.refresh, columns=["marketo_id", "dynamics_id", "snap_dynamics", "snap_marketo"]),
+        }
+
+
+def _write(op: str, marketo_id: Any, dynamics_id: str, fields: list[str], post_image: dict[str, Any],
+           snap_dynamics: dict[str, Any], snap_marketo: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "op": op,
+        "marketo_id": marketo_id,
+        "dynamics_id": dynamics_id,
+        "write_fields": json.dumps(fields),
+        "snap_dynamics": json.dumps(snap_dynamics),
+        "snap_marketo": json.dumps(snap_marketo),
+        **post_image,
+    }
+
+
+def _values(row: dict[str, Any], spec: EntitySpec) -> dict[str, Any]:
+    return {name: normalize(row.get(name)) for name in spec.marketo_fields}
+
+
+def _index_matches(matches: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    by_email: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for person in matches.to_dict("records"):
+        if person.get("email"):
+            by_email[str(person["email"]).lower()].append(person)
+    return by_email
+
+
+def _link_new(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], matches: dict[str, list[dict[str, Any]]],
+              linked_marketo: dict[int, Link]) -> None:
+    """A Dynamics record with no link yet: link it to its only same-email person, or create one."""
+    values = _values(dyn, spec)
+    dynamics_id = dyn["dynamics_id"]
+    email = (values.get("email") or "").lower()
+    candidates = matches.get(email, []) if email else []
+    free = [p for p in candidates if int(p["marketo_id"]) not in linked_marketo]
+    if len(candidates) > 1:
+        plan.activities.append(Activity(
+            "ambiguous_match", spec.name, TO_MARKETO, dynamics_id=dynamics_id, email=values.get("email"),
+            reason=f"{len(candidates)} Marketo people share this email "
+                   f"({', '.join(str(p['marketo_id']) for p in candidates)}); linked none",
+        ))
+        plan.counts["ambiguous"] += 1
+        return
+    if candidates and not free:
+        other = linked_marketo[int(candidates[0]["marketo_id"])]
+        plan.activities.append(Activity(
+            "already_linked", spec.name, TO_MARKETO, dynamics_id=dynamics_id,
+            marketo_id=int(candidates[0]["marketo_id"]), email=values.get("email"),
+            reason=f"the Marketo person with this email is already linked to {other.entity} {other.dynamics_id}",
+        ))
+        plan.counts["already_linked"] += 1
+        return
+    person = free[0] if free else None
+    writes, after = initial_values(spec.marketo_fields, values, _values(person, spec) if person else None)
+    if person is None:
+        plan.marketo_writes.append(_write("create", None, dynamics_id, list(writes), after, values, after))
+    else:
+        plan.marketo_writes.append(
+            _write("link", int(person["marketo_id"]), dynamics_id, list(writes), after, values, after)
+        )
+
+
+def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, matches: pd.DataFrame,
+                 links: dict[str, Link], linked_marketo: dict[int, Link]) -> Plan:
+    """The initial copy: every Dynamics record to Marketo, linking same-email people instead of duplicating."""
+    plan = Plan()
+    by_email = _index_matches(matches)
+    for dyn in dynamics.to_dict("records"):
+        if dyn.get("deleted"):
+            continue
+        link = links.get(dyn["dynamics_id"])
+        if link is None:
+            _link_new(plan, spec, dyn, by_email, linked_marketo)
+            continue
+        values = _values(dyn, spec)
+        writes, after = initial_values(spec.marketo_fields, values, link.marketo_values)
+        plan.marketo_writes.append(
+            _write("link", link.marketo_id, link.dynamics_id, list(writes), after, values, after)
+        )
+    return plan
+
+
+def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataFrame, matches: pd.DataFrame,
+                     links: dict[str, Link], linked_marketo: dict[int, Link], sync_user_id: str | None) -> Plan:
+    """Merge both sides' changes for this entity (see conflict.merge for the rules)."""
+    plan = Plan()
+    by_email = _index_matches(matches)
+    dyn_by_id = {row["dynamics_id"]: row for row in dynamics.to_dict("records")}
+    mkto_by_link: dict[str, dict[str, Any]] = {}
+    for row in marketo.to_dict("records"):
+        link = linked_marketo.get(int(row["marketo_id"]))
+        if link is not None and link.entity == spec.name:
+            mkto_by_link[link.dynamics_id] = row
+    for dynamics_id in dict.fromkeys([*dyn_by_id, *mkto_by_link]):
+        dyn = dyn_by_id.get(dynamics_id)
+        link = links.get(dynamics_id)
+        if dyn is not None and dyn.get("deleted"):
+            plan.activities.append(Activity(
+                "deleted_upstream", spec.name, TO_MARKETO, dynamics_id=dynamics_id,
+                marketo_id=link.marketo_id if link else None,
+                reason="deleted in Dynamics; the Marketo person is kept",
+            ))
+            plan.counts["deleted"] += 1
+            continue
+        if link is None:
+            if dyn is not None:
+                _link_new(plan, spec, dyn, by_email, linked_marketo)
+            continue
+        _merge_linked(plan, spec, link, dyn, mkto_by_link.get(dynamics_id), sync_user_id)
+    return plan
+
+
+def _merge_linked(plan: Plan, spec: EntitySpec, link: Link, dyn: dict[str, Any] | None,
+                  mkto: dict[str, Any] | None, sync_user_id: str | None) -> None:
+    result = merge(
+        spec.marketo_fields,
+        authority=spec.collision_authority,
+        two_way=spec.two_way,
+        dynamics_current=_values(dyn, spec) if dyn else None,
+        marketo_current=_values(mkto, spec) if mkto else None,
+        dynamics_snapshot=link.dynamics_values,
+        marketo_snapshot=link.marketo_values,
+    )
+    if result.is_echo:
+        own = dyn is not None and sync_user_id and dyn.get("modified_by") == sync_user_id
+        plan.counts["echoes" if (own or mkto is not None) else "unchanged"] += 1
+        return
+    for c in result.collisions:
+        plan.activities.append(Activity(
+            "collision_resolved", spec.name, TO_DYNAMICS if c.winner == MARKETO else TO_MARKETO,
+            dynamics_id=link.dynamics_id, marketo_id=link.marketo_id,
+            email=(mkto or dyn or {}).get("email"), field=c.field,
+            old_value=c.dynamics_value if c.winner == MARKETO else c.marketo_value,
+            new_value=c.winning_value,
+            reason=f"changed on both sides: Marketo {c.marketo_value!r}, Dynamics {c.dynamics_value!r}; "
+                   f"{c.winner} wins for {spec.name}s",
+        ))
+    plan.counts["collisions"] += len(result.collisions)
+    if result.refresh:
+        plan.refresh.append({
+            "marketo_id": link.marketo_id, "dynamics_id": link.dynamics_id,
+            "snap_dynamics": json.dumps(result.refresh), "snap_marketo": json.dumps(result.refresh),
+        })
+    if result.to_marketo:
+        post = {**link.marketo_values, **(_values(mkto, spec) if mkto else {}), **result.to_marketo}
+        plan.marketo_writes.append(_write(
+            "update", link.marketo_id, link.dynamics_id, list(result.to_marketo),
+            {k: post.get(k) for k in spec.marketo_fields}, result.to_marketo, result.to_marketo,
+        ))
+    if result.to_dynamics:
+        post = {**link.dynamics_values, **(_values(dyn, spec) if dyn else {}), **result.to_dynamics}
+        plan.dynamics_writes.append(_write(
+            "update", link.marketo_id, link.dynamics_id, list(result.to_dynamics),
+            {k: post.get(k) for k in spec.marketo_fields}, result.to_dynamics, result.to_dynamics,
+        ))
+
+
+DIRECTION_OF = {"marketo_writes": TO_MARKETO, "dynamics_writes": TO_DYNAMICS}
+SIDES = (MARKETO, DYNAMICS)

@@ -1,0 +1,154 @@
+"""Validate with Great Expectations: split the rows a target would refuse off the batch, never stop it.
+
+Each entity and target side gets a suite built from the entity config (required fields, maximum lengths,
+email format: the Dynamics rules a write must meet, since Dataverse itself does not enforce Business
+Required columns on API writes). The suite runs over the rows' values after the write, with COMPLETE
+results keyed by row, so every failing row is known by key: it is set aside with its reasons and the
+rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from dynamics_sync.entities import EntitySpec
+
+# GX logs hundreds of lines at import once Airflow's logging is configured, prints progress bars and
+# would phone home for analytics; none of that belongs in a task log or on a machine with no internet.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TQDM_DISABLE", "1")
+for _name in ("great_expectations", "great_expectations._docs_decorators"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+EMAIL_REGEX = r"^[^@\s]+@[^@\s]+\.[A-Za-z0-9-]{2,}$"
+KEY = "_row"
+MARKETO_TEXT_MAX = 255
+
+
+@dataclass
+class Rule:
+    kind: str  # not_null | max_length | email
+    column: str
+    limit: int | None = None
+
+    def describe(self, spec: EntitySpec, side: str) -> str:
+        name = spec.field(self.column).dynamics if side == "dynamics" else self.column
+        if self.kind == "not_null":
+            return f"{name} is required"
+        if self.kind == "max_length":
+            return f"{name} is longer than {self.limit} characters"
+        return f"{name} is not a valid email address"
+
+
+def rules_for(spec: EntitySpec, side: str, creating: bool = False) -> list[Rule]:
+    """The checks a row bound for `side` must pass. Marketo matches people by email, so it needs one."""
+    rules: list[Rule] = []
+    for f in spec.fields:
+        if side == "dynamics":
+            if f.required:
+                rules.append(Rule("not_null", f.marketo))
+            if f.max_length:
+                rules.append(Rule("max_length", f.marketo, f.max_length))
+        else:
+            rules.append(Rule("max_length", f.marketo, MARKETO_TEXT_MAX))
+        if f.format == "email":
+            rules.append(Rule("email", f.marketo))
+    if side == "marketo" and creating:
+        rules.insert(0, Rule("not_null", "email"))
+    return rules
+
+
+def _expectation(rule: Rule) -> Any:
+    import great_expectations.expectations as gxe
+
+    if rule.kind == "not_null":
+        return gxe.ExpectColumnValuesToNotBeNull(column=rule.column)
+    if rule.kind == "max_length":
+        return gxe.ExpectColumnValueLengthsToBeBetween(column=rule.column, max_value=rule.limit)
+    return gxe.ExpectColumnValuesToMatchRegex(column=rule.column, regex=EMAIL_REGEX)
+
+
+def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> dict[int, list[tuple[Rule, Any]]]:
+    """Validate `frame` (must carry the KEY column); returns failing row keys with rule and value."""
+    import great_expectations as gx
+
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            progress_bars=ProgressBarsConfig(globally=False),
+            analytics_enabled=False,
+        ),
+    )
+    source = context.data_sources.add_pandas("dynamics_sync")
+    batch_def = source.add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
+    for index, rule in enumerate(rules):
+        expectation = _expectation(rule)
+        expectation.meta = {"rule": index}
+        suite.add_expectation(expectation)
+    batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
+    outcome = batch.validate(
+        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [KEY]}
+    )
+    failures: dict[int, list[tuple[Rule, Any]]] = {}
+    for result in outcome.results:
+        if result.success:
+            continue
+        rule = rules[int(result.expectation_config.meta["rule"])]
+        for item in result.result.get("unexpected_index_list") or []:
+            value = item.get(rule.column)
+            failures.setdefault(int(item[KEY]), []).append((rule, None if pd.isna(value) else value))
+    return failures
+
+
+@dataclass
+class Split:
+    good: pd.DataFrame
+    bad: pd.DataFrame  # the failing rows plus a `reasons` column (JSON list of {field, rule, value, reason})
+
+
+def split_invalid(frame: pd.DataFrame, spec: EntitySpec, side: str) -> Split:
+    """Split rows bound for `side` into those that may be written and those that must not be."""
+    if frame.empty:
+        return Split(frame, frame.assign(reasons=pd.Series(dtype=object)))
+    checked = frame.reset_index(drop=True).copy()
+    checked[KEY] = range(len(checked))
+    # The rows carry each record's values after the write, so a write that would leave a record without
+    # a required value is refused even when that field is not in the payload.
+    creating = bool((checked.get("op") == "create").any()) if "op" in checked else False
+    rules = [r for r in rules_for(spec, side, creating) if r.column in checked]
+    for column in {r.column for r in rules}:
+        checked[column] = checked[column].astype(object)
+    failures = run_suite(checked, rules, f"{spec.name}_to_{side}")
+    if side == "marketo" and creating:
+        # Email is needed only to create a Marketo person; an update by id may lack one.
+        for key in list(failures):
+            if checked.at[key, "op"] != "create":
+                failures[key] = [(r, v) for r, v in failures[key] if r.kind != "not_null"]
+                if not failures[key]:
+                    del failures[key]
+    reasons = {
+        key: json.dumps([
+            {"field": r.column, "rule": r.kind, "value": None if v is None else str(v),
+             "reason": r.describe(spec, side)}
+            for r, v in items
+        ])
+        for key, items in failures.items()
+    }
+    bad_mask = checked[KEY].isin(list(reasons))
+    bad = checked[bad_mask].copy()
+    bad["reasons"] = bad[KEY].map(reasons)
+    return Split(checked[~bad_mask].drop(columns=[KEY]), bad.drop(columns=[KEY]))

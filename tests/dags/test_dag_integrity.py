@@ -1,0 +1,59 @@
+"""Every DAG imports cleanly, looks up no connection or Variable at parse time, and has its shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynamics_sync.entities import load_entities
+from include.runtime.environment import ROOT
+
+STEPS = ("extract", "transform", "validate", "load")
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db: None, monkeypatch_module: pytest.MonkeyPatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    for name in ("AIRFLOW_CONN_MARKETO_DEFAULT", "AIRFLOW_CONN_DYNAMICS_DEFAULT", "AIRFLOW_CONN_DYNAMICS_SYNC_STATE"):
+        monkeypatch_module.delenv(name, raising=False)
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_no_import_errors_even_without_connections(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {"dynamics_initial_sync", "dynamics_incremental_sync", "sync_person_to_dynamics"}
+
+
+@pytest.mark.parametrize("dag_id", ["dynamics_initial_sync", "dynamics_incremental_sync"])
+def test_one_group_with_four_steps_per_entity(dagbag, dag_id):
+    dag = dagbag.get_dag(dag_id)
+    for entity in load_entities():
+        ids = [f"{entity}.{step}" for step in STEPS]
+        assert set(ids) <= set(dag.task_dict)
+        for upstream, downstream in zip(ids, ids[1:], strict=False):
+            assert downstream in dag.task_dict[upstream].downstream_task_ids
+
+
+def test_schedules(dagbag):
+    initial = dagbag.get_dag("dynamics_initial_sync")
+    incremental = dagbag.get_dag("dynamics_incremental_sync")
+    person = dagbag.get_dag("sync_person_to_dynamics")
+    assert type(initial.timetable).__name__ == type(person.timetable).__name__ == "NullTimetable"
+    assert incremental.timetable.expression == "*/5 * * * *"
+    assert incremental.max_active_runs == 1 and incremental.catchup is False
+    assert "force" in initial.params and "marketo_lead_id" in person.params
+    assert {f"lead.{step}" for step in STEPS} == set(person.task_dict)
+
+
+def test_every_dag_documents_itself_and_retries_with_backoff(dagbag):
+    for dag in dagbag.dags.values():
+        assert dag.doc_md and len(dag.doc_md) > 200
+        for task in dag.tasks:
+            assert task.retries >= 1 and task.retry_exponential_backoff
+            assert task.retry_policy is not None

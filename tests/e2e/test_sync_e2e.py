@@ -1,0 +1,165 @@
+"""The three DAGs run for real (dag.test) against both sandboxes; both systems are then read through their APIs.
+
+One scenario per module: seed, initial copy, people's edits on both sides, an incremental cycle, sync
+person twice, and a second cycle. Each test asserts one behaviour users rely on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dynamics_sync.state import StateStore, record_links
+from include.demo.people import People
+from include.runtime.run_dag import run
+
+pytestmark = pytest.mark.e2e
+LEADS, CONTACTS = 300, 200
+
+
+def _links(store: StateStore, entity: str) -> list[tuple[str, int]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(record_links.select().where(record_links.c.entity == entity).order_by(record_links.c.id))
+        return [(r.dynamics_id, r.marketo_id) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def world(sandboxes: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    state = tmp_path_factory.mktemp("e2e") / "state.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_CONN_DYNAMICS_SYNC_STATE", json.dumps({"conn_type": "sqlite", "host": str(state)}))
+        sandboxes.post("dynamics", "/_sandbox/reset")
+        sandboxes.post("marketo", "/_sandbox/reset")
+        sandboxes.post("dynamics", "/_sandbox/seed", {"leads": LEADS, "contacts": CONTACTS, "seed": 7})
+        sandboxes.post("marketo", "/_sandbox/seed", {"people": 80, "overlap_leads": 30, "overlap_contacts": 20,
+                                                     "seed": 7})
+        people = People(sandboxes)
+        store = StateStore.from_connection()
+        w: dict[str, Any] = {"people": people, "store": store, "runs": {}}
+        w["runs"]["initial"] = run("dynamics_initial_sync")
+        leads, contacts = _links(store, "lead"), _links(store, "contact")
+        w["leads"], w["contacts"] = leads, contacts
+
+        # People's changes on both sides.
+        people.edit_dynamics("lead", leads[0][0], {"jobtitle": "D-title"})
+        people.edit_marketo(leads[0][1], {"title": "M-title"})                     # lead collision
+        people.edit_dynamics("contact", contacts[0][0], {"telephone1": "D-phone"})
+        people.edit_marketo(contacts[0][1], {"phone": "M-phone"})                  # contact collision
+        people.edit_dynamics("lead", leads[1][0], {"companyname": "Dyn Co"})       # Dynamics -> Marketo
+        people.edit_marketo(leads[2][1], {"firstName": "Mara"})                    # Marketo -> Dynamics
+        people.edit_marketo(leads[3][1], {"lastName": "", "title": "Nameless"})    # breaks a required field
+        people.edit_marketo(leads[4][1], {"title": "Same batch, valid"})           # same batch as the bad one
+        w["new_lead"] = people.create_dynamics("lead", {"firstname": "Nia", "lastname": "New",
+                                                        "emailaddress1": "nia.new@example.com", "subject": "t"})
+        w["runs"]["incremental"] = run("dynamics_incremental_sync")
+
+        w["person"] = people.create_marketo({"email": "solo@example.com", "firstName": "So", "lastName": "Lo"})
+        w["runs"]["person_1"] = run("sync_person_to_dynamics", {"marketo_lead_id": w["person"]})
+        w["runs"]["person_2"] = run("sync_person_to_dynamics", {"marketo_lead_id": w["person"]})
+        w["runs"]["echo_cycle"] = run("dynamics_incremental_sync")
+        yield w
+        store.dispose()
+
+
+def test_every_run_succeeded(world):
+    assert {name: str(r.state) for name, r in world["runs"].items()} == dict.fromkeys(world["runs"], "success")
+
+
+def test_initial_copy_links_every_record_once(world):
+    people, leads, contacts = world["people"], world["leads"], world["contacts"]
+    assert (len(leads), len(contacts)) == (LEADS, CONTACTS)
+    emails = [f"lead{i:05d}@example.com" for i in range(LEADS)] + [f"contact{i:05d}@example.com" for i in range(CONTACTS)]
+    found = people.marketo.get_leads("email", emails, ["id", "email", "msdynLeadId", "msdynContactId"])
+    by_email: dict[str, list[dict]] = {}
+    for person in found:
+        by_email.setdefault(person["email"], []).append(person)
+    assert all(len(by_email.get(e, [])) == 1 for e in emails), "each Dynamics record has exactly one Marketo person"
+    linked = dict(leads)
+    for person in (by_email[f"lead{i:05d}@example.com"][0] for i in range(LEADS)):
+        assert linked[person["msdynLeadId"]] == person["id"]
+
+
+def test_initial_copy_refuses_a_populated_state_store(world):
+    before = world["store"].count_links()
+    dag_run = run("dynamics_initial_sync")
+    assert str(dag_run.state) == "failed"
+    assert world["store"].count_links() == before
+
+
+def test_lead_collision_goes_to_marketo(world):
+    dynamics_id, marketo_id = world["leads"][0]
+    assert world["people"].read_dynamics("lead", dynamics_id)["jobtitle"] == "M-title"
+    assert world["people"].read_marketo(marketo_id)["title"] == "M-title"
+    [collision] = [a for a in world["store"].activities(dynamics_id=dynamics_id)
+                   if a["activity_type"] == "collision_resolved"]
+    assert (collision["field"], collision["old_value"], collision["new_value"]) == ("title", "D-title", "M-title")
+    assert "marketo wins" in collision["reason"]
+
+
+def test_contact_collision_goes_to_dynamics(world):
+    dynamics_id, marketo_id = world["contacts"][0]
+    assert world["people"].read_dynamics("contact", dynamics_id)["telephone1"] == "D-phone"
+    assert world["people"].read_marketo(marketo_id)["phone"] == "D-phone"
+
+
+def test_plain_edits_move_both_ways(world, sandboxes):
+    people, leads = world["people"], world["leads"]
+    assert people.read_marketo(leads[1][1])["company"] == "Dyn Co"
+    written = people.read_dynamics("lead", leads[2][0])
+    assert written["firstname"] == "Mara"
+    assert written["_modifiedby_value"] == sandboxes.dynamics_info()["sync_user_id"]
+
+
+def test_invalid_record_is_logged_and_the_rest_of_its_batch_loads(world):
+    people, store, leads = world["people"], world["store"], world["leads"]
+    bad = people.read_dynamics("lead", leads[3][0])
+    assert bad["lastname"] and bad["jobtitle"] != "Nameless", "the record breaking a rule was not written"
+    rejections = [a for a in store.activities(dynamics_id=leads[3][0]) if a["activity_type"] == "rejected_by_validation"]
+    [rejection] = rejections  # logged once, not again by the next cycle
+    assert rejection["field"] == "lastName" and "lastname is required" in rejection["reason"]
+    assert rejection["direction"] == "marketo_to_dynamics" and rejection["marketo_id"] == leads[3][1]
+    assert people.read_dynamics("lead", leads[4][0])["jobtitle"] == "Same batch, valid"
+
+
+def test_new_dynamics_lead_reaches_marketo(world):
+    [person] = world["people"].find_marketo("nia.new@example.com")
+    assert person["msdynLeadId"] == world["new_lead"]
+
+
+def test_sync_person_creates_once_then_does_nothing(world):
+    people, store = world["people"], world["store"]
+    [lead] = people.find_dynamics("lead", "solo@example.com")
+    assert (lead["firstname"], lead["lastname"]) == ("So", "Lo")
+    assert people.read_marketo(world["person"])["msdynLeadId"] == lead["leadid"]
+    kinds = [a["activity_type"] for a in store.activities(marketo_id=world["person"])]
+    assert kinds == ["sync_person_created", "sync_person_skipped"]
+
+
+def test_the_syncs_own_writes_are_not_bounced_back(world):
+    run_ = world["runs"]["echo_cycle"]
+    summaries = world["store"].summaries(run_.dag_id, run_.run_id)
+    assert summaries and sum(s["created"] + s["updated"] for s in summaries) == 0
+    assert sum(s["echoes"] for s in summaries) > 0
+
+
+def test_a_failed_load_leaves_the_watermark_and_the_change_for_the_next_run(world, sandboxes, monkeypatch):
+    """Refused credentials fail the run at once; nothing advances; the next good run moves the change."""
+    from include.runtime import connections
+
+    people, store, leads = world["people"], world["store"], world["leads"]
+    mark = store.watermark("lead", "dynamics")
+    people.edit_dynamics("lead", leads[5][0], {"jobtitle": "After the outage"})
+    bad = connections.marketo_connection({**sandboxes.marketo_info(), "client_secret": "WRONG-SECRET-123"})
+    monkeypatch.setenv("AIRFLOW_CONN_MARKETO_DEFAULT", json.dumps(bad))
+    failed = run("dynamics_incremental_sync")
+    assert str(failed.state) == "failed"
+    assert store.watermark("lead", "dynamics") == mark
+    assert people.read_marketo(leads[5][1])["title"] != "After the outage"
+    monkeypatch.undo()
+    connections.use_sandboxes(sandboxes, override=True)
+    assert str(run("dynamics_incremental_sync").state) == "success"
+    assert people.read_marketo(leads[5][1])["title"] == "After the outage"
+    assert store.watermark("lead", "dynamics") != mark

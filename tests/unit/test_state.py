@@ -1,0 +1,96 @@
+"""The state store on SQLite and on PostgreSQL: links, per-side snapshots, one-transaction commits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from dynamics_sync.state import Activity, LinkUpdate, RunContext, StateStore, metadata
+
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_reachable() -> bool:
+    try:
+        engine = sa.create_engine(PG_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[StateStore]:
+    if request.param == "sqlite":
+        store = StateStore.from_url(f"sqlite:///{tmp_path / 'state.db'}")
+        yield store
+        store.dispose()
+        return
+    if not _postgres_reachable():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable: state-store tests on PostgreSQL skipped")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    store = StateStore.from_url(f"{PG_URL}?options=-csearch_path%3D{schema}")
+    yield store
+    store.dispose()
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+CTX = RunContext("dag", "run-1", "task")
+
+
+def test_commit_records_links_snapshots_activities_and_watermarks_together(store: StateStore):
+    assert not store.is_populated()
+    store.commit_load(
+        CTX,
+        links=[LinkUpdate("lead", "d-1", 101, {"title": "A"}, {"title": "A", "phone": "9"})],
+        activities=[Activity("collision_resolved", "lead", "marketo_to_dynamics", dynamics_id="d-1",
+                             marketo_id=101, email="a@x.com", field="title", old_value="B", new_value="A")],
+        summaries=[{"entity": "lead", "direction": "marketo_to_dynamics", "created": 0, "updated": 1,
+                    "rejected": 0, "collisions": 1, "echoes": 0}],
+        marks={("lead", "dynamics"): "https://x/leads?$deltatoken=1"},
+    )
+    link = store.links_by_dynamics("lead", ["d-1"])["d-1"]
+    assert (link.marketo_id, link.dynamics_values, link.marketo_values) == (101, {"title": "A"},
+                                                                            {"title": "A", "phone": "9"})
+    assert store.links_by_marketo([101])[101].dynamics_id == "d-1"
+    assert store.watermark("lead", "dynamics") == "https://x/leads?$deltatoken=1"
+    [row] = store.activities(email="a@x.com")
+    assert (row["run_id"], row["field"], row["old_value"], row["new_value"]) == ("run-1", "title", "B", "A")
+    assert store.summaries("dag", "run-1")[0]["collisions"] == 1
+    assert store.is_populated()
+
+
+def test_snapshot_updates_merge_field_by_field(store: StateStore):
+    store.commit_load(CTX, links=[LinkUpdate("lead", "d-1", 101, {"title": "A", "phone": "1"},
+                                             {"title": "A", "phone": "1"})])
+    store.commit_load(CTX, links=[LinkUpdate("lead", "d-1", 101, {"phone": "2"}, {"phone": "2"})])
+    link = store.links_by_dynamics("lead", ["d-1"])["d-1"]
+    assert link.dynamics_values == {"title": "A", "phone": "2"} == link.marketo_values
+
+
+def test_a_failed_commit_leaves_nothing_behind(store: StateStore):
+    store.commit_load(CTX, marks={("lead", "marketo"): "2024-01-01T00:00:00+00:00"})
+    with pytest.raises(sa.exc.IntegrityError):
+        store.commit_load(
+            CTX,
+            links=[LinkUpdate("lead", "d-1", 7), LinkUpdate("contact", "d-2", 7)],  # one person, two records
+            activities=[Activity("rejected_by_validation", "lead")],
+            marks={("lead", "marketo"): "2030-01-01T00:00:00+00:00"},
+        )
+    assert store.watermark("lead", "marketo") == "2024-01-01T00:00:00+00:00"
+    assert store.count_links() == 0 and store.activities() == []
+
+
+def test_schema_is_created_idempotently(store: StateStore):
+    store.create_schema()
+    assert {"record_links", "snapshots", "watermarks", "activity_log", "run_summary"} <= set(metadata.tables)
