@@ -17,14 +17,19 @@ interval and leaves the watermarks alone. `max_active_runs=1`, no catchup.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from airflow.sdk import DAG
+from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
+
 from dynamics_sync.entities import load_entities
 from dynamics_sync.steps import INCREMENTAL
 from dynamics_sync.taskgroups import default_args, entity_sync
 
 with DAG(
     dag_id="dynamics_incremental_sync",
-    schedule="*/5 * * * *",
+    # A run at T covers the data interval [T - 5 min, T): what a backfill of that run re-syncs.
+    schedule=CronTriggerTimetable("*/5 * * * *", timezone="UTC", interval=dt.timedelta(minutes=5)),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),

@@ -17,6 +17,7 @@ Per entity: `extract` (Dynamics change-tracking read + Marketo lookups by email)
 from __future__ import annotations
 
 from airflow.sdk import DAG, Param, chain, task
+
 from dynamics_sync.entities import load_entities
 from dynamics_sync.steps import INITIAL
 from dynamics_sync.taskgroups import default_args, entity_sync

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import DAG, Param, task, task_group
+
 from dynamics_sync import sync_person
 from dynamics_sync.taskgroups import MARKETO_POOL, default_args, run_info
 

@@ -6,6 +6,7 @@ checkout's own .airflow / .local folders. Retries are kept short so a test exerc
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -56,7 +57,8 @@ def fresh_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[obj
     """An empty state store of the test's own, through the same Airflow connection id the DAGs use."""
     from dynamics_sync.state import StateStore
 
-    monkeypatch.setenv("AIRFLOW_CONN_DYNAMICS_SYNC_STATE", f'{{"conn_type": "sqlite", "host": "{tmp_path / "state.db"}"}}')
+    definition = {"conn_type": "sqlite", "host": str(tmp_path / "state.db")}
+    monkeypatch.setenv("AIRFLOW_CONN_DYNAMICS_SYNC_STATE", json.dumps(definition))
     store = StateStore.from_connection()
     yield store
     store.dispose()

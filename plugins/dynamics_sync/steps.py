@@ -8,6 +8,7 @@ Every step returns only paths and counts for XCom; rows live in run-scoped Parqu
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -42,7 +43,7 @@ class RunInfo:
         return RunContext(self.dag_id, self.run_id, self.task_id)
 
 
-def _stage(run: RunInfo, spec: EntitySpec, name: str, frame: pd.DataFrame) -> str:
+def stage(run: RunInfo, spec: EntitySpec, name: str, frame: pd.DataFrame) -> str:
     return write_frame(frame, run_dir(run.dag_id, run.run_id, spec.name) / f"{name}.parquet")
 
 
@@ -114,9 +115,9 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         "mode": mode,
         "interval": interval,
         "sync_user_id": dynamics.who_am_i() if mode == INCREMENTAL else None,
-        "dynamics": _stage(run, spec, "dynamics_rows", dyn.rows),
-        "marketo": _stage(run, spec, "marketo_rows", mkto_rows),
-        "matches": _stage(run, spec, "marketo_matches", matches),
+        "dynamics": stage(run, spec, "dynamics_rows", dyn.rows),
+        "marketo": stage(run, spec, "marketo_rows", mkto_rows),
+        "matches": stage(run, spec, "marketo_matches", matches),
         "marks": {k: v for k, v in marks.items() if v},
         "counts": counts,
     }
@@ -152,8 +153,8 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
     log.info("%s transform: %s", spec.name, counts)
     return {
         **{k: extracted[k] for k in ("entity", "mode", "interval", "marks")},
-        **{name: _stage(run, spec, name, frame) for name, frame in frames.items()},
-        "plan_activities": _stage(run, spec, "plan_activities", _activities_frame(plan.activities)),
+        **{name: stage(run, spec, name, frame) for name, frame in frames.items()},
+        "plan_activities": stage(run, spec, "plan_activities", _activities_frame(plan.activities)),
         "counts": counts,
     }
 
@@ -167,8 +168,8 @@ def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dic
     counts = dict(transformed["counts"])
     for name, side in (("marketo_writes", "marketo"), ("dynamics_writes", "dynamics")):
         split = validate.split_invalid(read_frame(transformed[name]), spec, side)
-        out[name] = _stage(run, spec, f"{name}_valid", split.good)
-        out[f"{name}_rejected"] = _stage(run, spec, f"{name}_rejected", split.bad)
+        out[name] = stage(run, spec, f"{name}_valid", split.good)
+        out[f"{name}_rejected"] = stage(run, spec, f"{name}_rejected", split.bad)
         counts[f"{name}_valid"], counts[f"{name}_rejected"] = len(split.good), len(split.bad)
     log.info("%s validate: %s", spec.name, counts)
     return {**out, "counts": counts}
@@ -239,6 +240,4 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
 
 
 def _json(text: Any) -> dict[str, Any]:
-    import json
-
     return json.loads(text) if text else {}

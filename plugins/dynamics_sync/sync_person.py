@@ -20,7 +20,7 @@ from dynamics_sync.hooks.marketo import MarketoHook
 from dynamics_sync.load import TYPE_FIELD, rejected_activities
 from dynamics_sync.staging import read_frame
 from dynamics_sync.state import Activity, LinkUpdate, StateStore
-from dynamics_sync.steps import RunInfo, _stage
+from dynamics_sync.steps import RunInfo, stage
 from dynamics_sync.transform import TO_DYNAMICS
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def extract_step(marketo_lead_id: int, run: RunInfo) -> dict[str, Any]:
         found = existing_in_dynamics(DynamicsHook(), str(person.iloc[0]["email"]))
         if found:
             skip = f"a Dynamics {found[0]} with the same email already exists ({found[1]})"
-    return {"marketo_id": marketo_lead_id, "skip": skip, "person": _stage(run, spec, "person", person)}
+    return {"marketo_id": marketo_lead_id, "skip": skip, "person": stage(run, spec, "person", person)}
 
 
 def transform_step(extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def transform_step(extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     if extracted["skip"]:
         return {**extracted, "plan": None}
     plan = person[["marketo_id", *spec.marketo_fields]].assign(op="create", dynamics_id=None)
-    return {**extracted, "plan": _stage(run, spec, "create_plan", plan)}
+    return {**extracted, "plan": stage(run, spec, "create_plan", plan)}
 
 
 def validate_step(transformed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
@@ -82,8 +82,8 @@ def validate_step(transformed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     split = validate.split_invalid(read_frame(transformed["plan"]), spec, "dynamics")
     return {
         **transformed,
-        "plan": _stage(run, spec, "create_valid", split.good),
-        "rejected": _stage(run, spec, "create_rejected", split.bad),
+        "plan": stage(run, spec, "create_valid", split.good),
+        "rejected": stage(run, spec, "create_rejected", split.bad),
     }
 
 

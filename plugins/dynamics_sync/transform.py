@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynamics_sync.conflict import DYNAMICS, MARKETO, initial_values, merge, normalize
+from dynamics_sync.conflict import MARKETO, initial_values, merge, normalize
 from dynamics_sync.entities import EntitySpec
 from dynamics_sync.state import Activity, Link
 
@@ -36,7 +36,9 @@ class Plan:
         return {
             "marketo_writes": pd.DataFrame(self.marketo_writes, columns=columns),
             "dynamics_writes": pd.DataFrame(self.dynamics_writes, columns=columns),
-            "refresh": pd.DataFrame(self.refresh, columns=["marketo_id", "dynamics_id", "snap_dynamics", "snap_marketo"]),
+            "refresh": pd.DataFrame(
+                self.refresh, columns=["marketo_id", "dynamics_id", "snap_dynamics", "snap_marketo"]
+            ),
         }
 
 
@@ -193,7 +195,3 @@ def _merge_linked(plan: Plan, spec: EntitySpec, link: Link, dyn: dict[str, Any] 
             "update", link.marketo_id, link.dynamics_id, list(result.to_dynamics),
             {k: post.get(k) for k in spec.marketo_fields}, result.to_dynamics, result.to_dynamics,
         ))
-
-
-DIRECTION_OF = {"marketo_writes": TO_MARKETO, "dynamics_writes": TO_DYNAMICS}
-SIDES = (MARKETO, DYNAMICS)

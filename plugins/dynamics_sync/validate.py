@@ -77,7 +77,6 @@ def _expectation(rule: Rule) -> Any:
 def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> dict[int, list[tuple[Rule, Any]]]:
     """Validate `frame` (must carry the KEY column); returns failing row keys with rule and value."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,

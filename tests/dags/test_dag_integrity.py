@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from dynamics_sync.entities import load_entities
@@ -36,7 +38,7 @@ def test_one_group_with_four_steps_per_entity(dagbag, dag_id):
     for entity in load_entities():
         ids = [f"{entity}.{step}" for step in STEPS]
         assert set(ids) <= set(dag.task_dict)
-        for upstream, downstream in zip(ids, ids[1:], strict=False):
+        for upstream, downstream in itertools.pairwise(ids):
             assert downstream in dag.task_dict[upstream].downstream_task_ids
 
 

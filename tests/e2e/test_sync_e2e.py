@@ -7,11 +7,13 @@ person twice, and a second cycle. Each test asserts one behaviour users rely on.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from dynamics_sync.staging import read_frame
 from dynamics_sync.state import StateStore, record_links
 from include.demo.people import People
 from include.runtime.run_dag import run
@@ -71,7 +73,8 @@ def test_every_run_succeeded(world):
 def test_initial_copy_links_every_record_once(world):
     people, leads, contacts = world["people"], world["leads"], world["contacts"]
     assert (len(leads), len(contacts)) == (LEADS, CONTACTS)
-    emails = [f"lead{i:05d}@example.com" for i in range(LEADS)] + [f"contact{i:05d}@example.com" for i in range(CONTACTS)]
+    emails = [f"lead{i:05d}@example.com" for i in range(LEADS)]
+    emails += [f"contact{i:05d}@example.com" for i in range(CONTACTS)]
     found = people.marketo.get_leads("email", emails, ["id", "email", "msdynLeadId", "msdynContactId"])
     by_email: dict[str, list[dict]] = {}
     for person in found:
@@ -117,7 +120,9 @@ def test_invalid_record_is_logged_and_the_rest_of_its_batch_loads(world):
     people, store, leads = world["people"], world["store"], world["leads"]
     bad = people.read_dynamics("lead", leads[3][0])
     assert bad["lastname"] and bad["jobtitle"] != "Nameless", "the record breaking a rule was not written"
-    rejections = [a for a in store.activities(dynamics_id=leads[3][0]) if a["activity_type"] == "rejected_by_validation"]
+    rejections = [
+        a for a in store.activities(dynamics_id=leads[3][0]) if a["activity_type"] == "rejected_by_validation"
+    ]
     [rejection] = rejections  # logged once, not again by the next cycle
     assert rejection["field"] == "lastName" and "lastname is required" in rejection["reason"]
     assert rejection["direction"] == "marketo_to_dynamics" and rejection["marketo_id"] == leads[3][1]
@@ -163,3 +168,37 @@ def test_a_failed_load_leaves_the_watermark_and_the_change_for_the_next_run(worl
     assert str(run("dynamics_incremental_sync").state) == "success"
     assert people.read_marketo(leads[5][1])["title"] == "After the outage"
     assert store.watermark("lead", "dynamics") != mark
+
+
+def _xcom(dag_run: Any, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id,
+                                                 key="return_value")).first()
+        return XComModel.deserialize_value(row)
+
+
+def test_a_run_for_an_older_interval_resyncs_that_interval_only(world):
+    """A backfill re-reads what changed in its data interval and leaves the watermarks alone."""
+    import datetime as dt
+
+    from include.runtime.run_dag import load_dag
+
+    people, store, leads = world["people"], world["store"], world["leads"]
+    dag = load_dag("dynamics_incremental_sync")
+    people.edit_dynamics("lead", leads[6][0], {"jobtitle": "Edited inside the interval"})
+    time.sleep(1.1)
+    logical = dt.datetime.now(dt.UTC)  # the backfilled interval is [logical - 5 min, logical)
+    time.sleep(1.1)
+    people.edit_dynamics("lead", leads[7][0], {"jobtitle": "Edited after the interval"})
+    assert str(run("dynamics_incremental_sync").state) == "success"  # the schedule moves on past `logical`
+    marks = {side: store.watermark("lead", side) for side in ("dynamics", "marketo")}
+    backfill = dag.test(logical_date=logical)
+    assert str(backfill.state) == "success"
+    extracted = _xcom(backfill, "lead.extract")
+    assert extracted["interval"] is True and extracted["marks"] == {}
+    ids = set(read_frame(extracted["dynamics"])["dynamics_id"])
+    assert leads[6][0] in ids and leads[7][0] not in ids
+    assert {side: store.watermark("lead", side) for side in ("dynamics", "marketo")} == marks
