@@ -22,7 +22,7 @@ import datetime as dt
 from airflow.sdk import DAG
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
-from dynamics_sync.entities import load_entities
+from dynamics_sync.entities import entity_names
 from dynamics_sync.steps import INCREMENTAL
 from dynamics_sync.taskgroups import default_args, entity_sync
 
@@ -36,5 +36,5 @@ with DAG(
     doc_md=__doc__,
     tags=["dynamics-sync"],
 ):
-    for name in load_entities():
+    for name in entity_names():
         entity_sync(name, INCREMENTAL)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, chain, task
 
-from dynamics_sync.entities import load_entities
+from dynamics_sync.entities import entity_names
 from dynamics_sync.steps import INITIAL
 from dynamics_sync.taskgroups import default_args, entity_sync
 
@@ -43,5 +43,5 @@ with DAG(
         return refuse_populated_store(force=bool((params or {}).get("force")))
 
     guard = check_state_store()
-    for name in load_entities():
+    for name in entity_names():
         chain(guard, entity_sync(name, INITIAL))

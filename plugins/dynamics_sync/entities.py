@@ -81,10 +81,7 @@ def config_path() -> Path:
     return Path(os.environ.get("DYNAMICS_SYNC_CONFIG", DEFAULT_CONFIG))
 
 
-@cache
-def load_entities(path: Path | None = None) -> dict[str, EntitySpec]:
-    """Parse and check the entity config; raise ConfigError naming every problem."""
-    path = path or config_path()
+def _read(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError as exc:
@@ -93,6 +90,26 @@ def load_entities(path: Path | None = None) -> dict[str, EntitySpec]:
         raise ConfigError(f"entity config {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("entities"), dict) or not raw["entities"]:
         raise ConfigError(f"entity config {path} must have a non-empty 'entities' mapping")
+    return raw
+
+
+def entity_names(path: Path | None = None) -> list[str]:
+    """The configured entity names, all a DAG file needs at parse time.
+
+    The full check runs in each run's tasks (load_entities), so a semantic mistake in the config fails a
+    task, red in the UI with every problem named, instead of silently removing the DAG.
+    """
+    return [str(name) for name in _read(path or config_path())["entities"]]
+
+
+def load_entities(path: Path | None = None) -> dict[str, EntitySpec]:
+    """Parse and check the entity config; raise ConfigError naming every problem."""
+    return _load(Path(path or config_path()))
+
+
+@cache
+def _load(path: Path) -> dict[str, EntitySpec]:
+    raw = _read(path)
     problems: list[str] = []
     specs = {}
     for name, body in raw["entities"].items():

@@ -264,6 +264,17 @@ class Store:
                 "SELECT id, version FROM _tombstone WHERE entity = ? AND version > ? AND version <= ? "
                 "ORDER BY version LIMIT ?", (table.logical_name, low, until, limit))]
 
+    def count_changes(self, table: t.Table, since: int, until: int) -> int:
+        """Changed rows plus deletions with a version in (since, until]."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT COUNT(*) FROM {q(table.logical_name)} WHERE versionnumber > ? AND versionnumber <= ?",
+                (since, until)).fetchone()[0]
+            tombs = self._conn.execute(
+                "SELECT COUNT(*) FROM _tombstone WHERE entity = ? AND version > ? AND version <= ?",
+                (table.logical_name, since, until)).fetchone()[0]
+            return int(rows) + int(tombs)
+
     def names(self, logical_name: str, ids: Iterable[str]) -> dict[str, str | None]:
         """Primary-name values for ids of one table (for lookup formatted values)."""
         table = self.tables.get(logical_name)

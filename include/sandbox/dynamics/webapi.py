@@ -429,13 +429,17 @@ class WebApi:
         sep = "&" if pairs else ""
         return f"{link}{sep}$deltatoken={quote(token, safe='')}"
 
-    def _delta(self, req: ApiRequest, table: t.Table, cols: list[t.Column], names: list[str] | None,
-               page_size: int, applied: list[str]) -> ApiResponse:
-        token = req.params["$deltatoken"]
+    def _delta_since(self, token: str) -> int:
+        """The version a delta token stands for; expired tokens (age or a reset) ask for a full sync."""
         since, issued = _parse_delta_token(token)
         age = (dt.datetime.now(dt.UTC) - issued).total_seconds()
         if age > int(self.limits["delta_token_ttl_s"]) or since < self.store.min_delta_version():
             raise ApiError(400, "0x80044352", EXPIRED_TOKEN)
+        return since
+
+    def _delta(self, req: ApiRequest, table: t.Table, cols: list[t.Column], names: list[str] | None,
+               page_size: int, applied: list[str]) -> ApiResponse:
+        since = self._delta_since(req.params["$deltatoken"])
         if "$skiptoken" in req.params:
             cookie = decode_cookie(table, req.params["$skiptoken"], None)
         else:
@@ -471,8 +475,12 @@ class WebApi:
         return ApiResponse.json(200, body, self._applied(req, applied))
 
     def _count(self, req: ApiRequest, table: t.Table) -> ApiResponse:
-        where, wparams = self._where(req, table)
-        count = min(self.store.count(table, where, wparams, MAX_PAGE_SIZE + 1), MAX_PAGE_SIZE)
+        if "$deltatoken" in req.params:
+            since = self._delta_since(req.params["$deltatoken"])
+            count = self.store.count_changes(table, since, self.store.current_version())
+        else:
+            where, wparams = self._where(req, table)
+            count = min(self.store.count(table, where, wparams, MAX_PAGE_SIZE + 1), MAX_PAGE_SIZE)
         return ApiResponse(200, {"Content-Type": "text/plain; charset=utf-8", "OData-Version": "4.0"},
                            str(count).encode())
 
