@@ -121,6 +121,11 @@ def _refuse_taken(name: str, port: int) -> None:
             )
 
 
+def _masked(info: dict[str, Any]) -> dict[str, Any]:
+    """Connection details for the console, secrets left out: terminals end up in logs."""
+    return {key: "***" if "secret" in key else value for key, value in info.items()}
+
+
 def main() -> int:
     boxes = Sandboxes()
     try:
@@ -129,8 +134,10 @@ def main() -> int:
         boxes.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("Marketo sandbox: ", json.dumps(boxes.marketo_info(), indent=2))
-    print("Dynamics sandbox:", json.dumps(boxes.dynamics_info(), indent=2))
+    print("Marketo sandbox: ", json.dumps(_masked(boxes.marketo_info()), indent=2))
+    print("Dynamics sandbox:", json.dumps(_masked(boxes.dynamics_info()), indent=2))
+    print(f"Credentials: GET {boxes.marketo_url}/_sandbox/info and {boxes.dynamics_url}/_sandbox/info "
+          f"(CA file {boxes.ca_file}).")
     print("Both sandboxes are running; Ctrl-C stops them.", flush=True)
     try:
         while all(proc.poll() is None for proc in boxes.procs):

@@ -16,6 +16,10 @@ class AuthError(SyncError):
     """Credentials were refused: retrying cannot help until someone fixes the connection."""
 
 
+class RefusedToRun(SyncError):
+    """A guard refused the run on purpose (e.g. the initial copy over a populated state store)."""
+
+
 class ServiceUnavailable(SyncError):
     """The API could not be reached or kept failing after the hook's own retries."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dynamics_sync.errors import SyncError
+from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.state import StateStore
 
 
@@ -12,7 +12,7 @@ def refuse_populated_store(force: bool) -> str:
     try:
         populated = store.is_populated()
         if populated and not force:
-            raise SyncError(
+            raise RefusedToRun(
                 f"the state store already holds {store.count_links()} links and watermarks: the initial copy "
                 "has run before. Trigger with {\"force\": true} to run it again on purpose."
             )

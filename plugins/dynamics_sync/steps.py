@@ -17,7 +17,7 @@ import pandas as pd
 
 from dynamics_sync import extract, load, transform, validate
 from dynamics_sync.entities import EntitySpec, load_entities
-from dynamics_sync.errors import SyncError
+from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
 from dynamics_sync.staging import read_frame, run_dir, write_frame
@@ -80,7 +80,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         delta_link, synced_at = store.watermark_row(spec.name, "dynamics")
         marketo_mark = store.watermark(spec.name, "marketo")
         if not delta_link or not marketo_mark:
-            raise SyncError(
+            raise RefusedToRun(
                 f"{spec.name}: no watermark in the state store; run the dynamics_initial_sync DAG first"
             )
         interval = bool(run.interval_end and synced_at and run.interval_start and run.interval_end < synced_at)

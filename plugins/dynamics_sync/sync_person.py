@@ -14,7 +14,7 @@ from typing import Any
 
 from dynamics_sync import extract, validate
 from dynamics_sync.entities import EntitySpec, load_entities
-from dynamics_sync.errors import SyncError
+from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook, quote
 from dynamics_sync.hooks.marketo import MarketoHook
 from dynamics_sync.load import TYPE_FIELD, rejected_activities
@@ -50,7 +50,7 @@ def extract_step(marketo_lead_id: int, run: RunInfo) -> dict[str, Any]:
     spec = _spec()
     person = extract.marketo_people(MarketoHook(), spec, "id", [marketo_lead_id])
     if person.empty:
-        raise SyncError(f"Marketo person {marketo_lead_id} does not exist")
+        raise RefusedToRun(f"Marketo person {marketo_lead_id} does not exist")
     store = StateStore.from_connection()
     try:
         link = store.links_by_marketo([marketo_lead_id]).get(marketo_lead_id)

@@ -15,7 +15,7 @@ from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_curren
 
 from dynamics_sync import steps
 from dynamics_sync.entities import ConfigError
-from dynamics_sync.errors import ApiError, AuthError, QuotaExhausted, ServiceUnavailable
+from dynamics_sync.errors import ApiError, AuthError, QuotaExhausted, RefusedToRun, ServiceUnavailable
 
 MARKETO_POOL = "marketo_api"
 DYNAMICS_POOL = "dynamics_api"
@@ -24,6 +24,7 @@ RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(exception=[AuthError, ConfigError], action=RetryAction.FAIL,
                   reason="credentials or config refused; fix the connection or config, then clear the task"),
+        RetryRule(exception=RefusedToRun, action=RetryAction.FAIL, reason="refused on purpose; see the message"),
         RetryRule(exception=QuotaExhausted, action=RetryAction.FAIL,
                   reason="daily API quota spent; the next run resumes from the unchanged watermark"),
         RetryRule(exception=[ServiceUnavailable, ApiError], action=RetryAction.RETRY),
