@@ -18,7 +18,7 @@ from dynamics_sync.entities import EntitySpec
 from dynamics_sync.errors import ApiError
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
-from dynamics_sync.state import Activity, LinkUpdate
+from dynamics_sync.state import Activity, Link
 from dynamics_sync.transform import TO_DYNAMICS, TO_MARKETO
 
 TYPE_FIELD = "msdynType"
@@ -27,7 +27,7 @@ RECORD_LEVEL_STATUS = {400, 403, 404, 409, 412, 413}
 
 @dataclass
 class LoadResult:
-    links: list[LinkUpdate] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
     activities: list[Activity] = field(default_factory=list)
     created: int = 0
     updated: int = 0
@@ -38,8 +38,8 @@ def _fields(row: dict[str, Any]) -> list[str]:
     return json.loads(row["write_fields"])
 
 
-def _link_update(spec: EntitySpec, row: dict[str, Any], marketo_id: int) -> LinkUpdate:
-    return LinkUpdate(
+def _link_update(spec: EntitySpec, row: dict[str, Any], marketo_id: int) -> Link:
+    return Link(
         entity=spec.name,
         dynamics_id=row["dynamics_id"],
         marketo_id=int(marketo_id),

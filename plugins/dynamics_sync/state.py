@@ -123,23 +123,18 @@ def utcnow() -> dt.datetime:
 
 @dataclass
 class Link:
-    id: int
-    entity: str
-    dynamics_id: str
-    marketo_id: int
-    dynamics_values: dict[str, Any] = field(default_factory=dict)
-    marketo_values: dict[str, Any] = field(default_factory=dict)
+    """A Dynamics record and its Marketo person, with each side's snapshot values.
 
-
-@dataclass
-class LinkUpdate:
-    """A link to create or keep, and the snapshot fields to overwrite on each side."""
+    Read from the store it carries its row id and full snapshots; passed to commit_load it is a link to
+    create or keep, and only the snapshot fields it names are overwritten.
+    """
 
     entity: str
     dynamics_id: str
     marketo_id: int
     dynamics_values: dict[str, Any] = field(default_factory=dict)
     marketo_values: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
 
 
 @dataclass
@@ -314,7 +309,7 @@ class StateStore:
         self,
         ctx: RunContext,
         *,
-        links: Sequence[LinkUpdate] = (),
+        links: Sequence[Link] = (),
         activities: Sequence[Activity] = (),
         summaries: Sequence[dict[str, Any]] = (),
         marks: dict[tuple[str, str], str | None] | None = None,
@@ -353,7 +348,7 @@ class StateStore:
                     keys=["entity", "side"],
                 )
 
-    def _upsert_link(self, conn: Any, update: LinkUpdate, ctx: RunContext, now: dt.datetime) -> None:
+    def _upsert_link(self, conn: Any, update: Link, ctx: RunContext, now: dt.datetime) -> None:
         existing = conn.execute(
             select(record_links.c.id, snapshots.c.dynamics_values, snapshots.c.marketo_values)
             .outerjoin(snapshots, snapshots.c.link_id == record_links.c.id)

@@ -21,7 +21,7 @@ from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
 from dynamics_sync.staging import read_frame, run_dir, write_frame
-from dynamics_sync.state import Activity, LinkUpdate, RunContext, StateStore
+from dynamics_sync.state import Activity, Link, RunContext, StateStore
 
 log = logging.getLogger(__name__)
 INITIAL, INCREMENTAL = "initial", "incremental"
@@ -193,7 +193,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
     if not dynamics_writes.empty:
         to_dynamics = load.load_dynamics(DynamicsHook(), spec, dynamics_writes)
     refresh = [
-        LinkUpdate(spec.name, r["dynamics_id"], int(r["marketo_id"]),
+        Link(spec.name, r["dynamics_id"], int(r["marketo_id"]),
                    _json(r["snap_dynamics"]), _json(r["snap_marketo"]))
         for r in read_frame(validated["refresh"]).to_dict("records")
     ]

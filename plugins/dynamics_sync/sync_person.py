@@ -19,7 +19,7 @@ from dynamics_sync.hooks.dynamics import DynamicsHook, quote
 from dynamics_sync.hooks.marketo import MarketoHook
 from dynamics_sync.load import TYPE_FIELD, rejected_activities
 from dynamics_sync.staging import read_frame
-from dynamics_sync.state import Activity, LinkUpdate, StateStore
+from dynamics_sync.state import Activity, Link, StateStore
 from dynamics_sync.steps import RunInfo, stage
 from dynamics_sync.transform import TO_DYNAMICS
 
@@ -130,7 +130,7 @@ def _load(spec: EntitySpec, validated: dict[str, Any], store: StateStore, run: R
     )
     store.commit_load(
         run.ctx,
-        links=[LinkUpdate(spec.name, lead_id, int(marketo_id), values, values)],
+        links=[Link(spec.name, lead_id, int(marketo_id), values, values)],
         activities=[Activity("sync_person_created", spec.name, TO_DYNAMICS, dynamics_id=lead_id,
                              marketo_id=marketo_id, email=values.get("email"),
                              reason="created as a Dynamics lead by sync person")],

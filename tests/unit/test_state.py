@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from dynamics_sync.state import Activity, LinkUpdate, RunContext, StateStore, metadata
+from dynamics_sync.state import Activity, Link, RunContext, StateStore, metadata
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
@@ -52,7 +52,7 @@ def test_commit_records_links_snapshots_activities_and_watermarks_together(store
     assert not store.is_populated()
     store.commit_load(
         CTX,
-        links=[LinkUpdate("lead", "d-1", 101, {"title": "A"}, {"title": "A", "phone": "9"})],
+        links=[Link("lead", "d-1", 101, {"title": "A"}, {"title": "A", "phone": "9"})],
         activities=[Activity("collision_resolved", "lead", "marketo_to_dynamics", dynamics_id="d-1",
                              marketo_id=101, email="a@x.com", field="title", old_value="B", new_value="A")],
         summaries=[{"entity": "lead", "direction": "marketo_to_dynamics", "created": 0, "updated": 1,
@@ -71,9 +71,9 @@ def test_commit_records_links_snapshots_activities_and_watermarks_together(store
 
 
 def test_snapshot_updates_merge_field_by_field(store: StateStore):
-    store.commit_load(CTX, links=[LinkUpdate("lead", "d-1", 101, {"title": "A", "phone": "1"},
+    store.commit_load(CTX, links=[Link("lead", "d-1", 101, {"title": "A", "phone": "1"},
                                              {"title": "A", "phone": "1"})])
-    store.commit_load(CTX, links=[LinkUpdate("lead", "d-1", 101, {"phone": "2"}, {"phone": "2"})])
+    store.commit_load(CTX, links=[Link("lead", "d-1", 101, {"phone": "2"}, {"phone": "2"})])
     link = store.links_by_dynamics("lead", ["d-1"])["d-1"]
     assert link.dynamics_values == {"title": "A", "phone": "2"} == link.marketo_values
 
@@ -83,7 +83,7 @@ def test_a_failed_commit_leaves_nothing_behind(store: StateStore):
     with pytest.raises(sa.exc.IntegrityError):
         store.commit_load(
             CTX,
-            links=[LinkUpdate("lead", "d-1", 7), LinkUpdate("contact", "d-2", 7)],  # one person, two records
+            links=[Link("lead", "d-1", 7), Link("contact", "d-2", 7)],  # one person, two records
             activities=[Activity("rejected_by_validation", "lead")],
             marks={("lead", "marketo"): "2030-01-01T00:00:00+00:00"},
         )
