@@ -13,8 +13,10 @@ each side with its own snapshot is what recognises the sync's own writes as echo
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -39,6 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 STATE_CONN_ID = "dynamics_sync_state"
+VERSION_TABLE = "dynamics_sync_alembic_version"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 metadata = MetaData()
 
 record_links = Table(
@@ -112,6 +116,7 @@ run_summary = Table(
     Column("rejected", Integer, nullable=False, default=0),
     Column("collisions", Integer, nullable=False, default=0),
     Column("echoes", Integer, nullable=False, default=0),
+    # Every schema change here needs an Alembic revision in migrations/versions (tests compare the two).
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Index("ix_summary_run", "dag_id", "run_id"),
 )
@@ -219,7 +224,16 @@ class StateStore:
         return cls.from_url(sqlalchemy_url(BaseHook.get_connection(conn_id)))
 
     def create_schema(self) -> None:
-        metadata.create_all(self.engine)
+        """Bring the schema to the latest Alembic revision (a no-op when it is current)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
 
     def dispose(self) -> None:
         self.engine.dispose()

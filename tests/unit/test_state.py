@@ -94,3 +94,19 @@ def test_a_failed_commit_leaves_nothing_behind(store: StateStore):
 def test_schema_is_created_idempotently(store: StateStore):
     store.create_schema()
     assert {"record_links", "snapshots", "watermarks", "activity_log", "run_summary"} <= set(metadata.tables)
+
+
+def test_migrations_build_exactly_the_schema_the_code_declares(store: StateStore):
+    """A change to the tables in state.py without an Alembic revision fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from dynamics_sync.state import VERSION_TABLE
+
+    def ours(obj, name, type_, *_):
+        return not (type_ == "table" and name == VERSION_TABLE)
+
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_object": ours, "compare_type": True})
+        diff = compare_metadata(context, metadata)
+    assert diff == []

@@ -1,0 +1,1 @@
+"""Alembic migrations of the state store (run by StateStore.create_schema, never by hand)."""
