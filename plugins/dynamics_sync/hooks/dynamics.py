@@ -181,11 +181,15 @@ class DynamicsHook(BaseHook):
             prefer.append("odata.track-changes")
         headers = {"Prefer": ", ".join(prefer)}
         url: str | None = path_or_url
+        page = 0
         while url:
             body = self.request("GET", url, headers=headers, params=params).json()
             params = None  # the nextLink carries the query
             url = body.get("@odata.nextLink")
-            yield body.get("value", []), body.get("@odata.deltaLink")
+            page += 1
+            rows = body.get("value", [])
+            self.log.info("Dataverse %s page %d: %d rows", urlsplit(path_or_url).path.rsplit("/", 1)[-1], page, len(rows))
+            yield rows, body.get("@odata.deltaLink")
 
     def who_am_i(self) -> str:
         if self._user_id is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -195,6 +196,7 @@ class MarketoHook(BaseHook):
     ) -> list[dict[str, Any]]:
         """Create/update leads 300 at a time; one result per input record, in input order."""
         results: list[dict[str, Any]] = []
+        chunks = (len(records) + BATCH - 1) // BATCH
         for start in range(0, len(records), BATCH):
             chunk = list(records[start : start + BATCH])
             body = self.call(
@@ -203,6 +205,9 @@ class MarketoHook(BaseHook):
             result = body.get("result") or []
             if len(result) != len(chunk):
                 raise ApiError("Marketo", "result", f"sync answered {len(result)} results for {len(chunk)} records")
+            statuses = Counter(str(item.get("status")) for item in result)
+            self.log.info("Marketo %s chunk %d/%d: %d records, %s", action, start // BATCH + 1, chunks, len(chunk),
+                          dict(statuses))
             results.extend(result)
         return results
 
