@@ -181,6 +181,7 @@ class DynamicsHook(BaseHook):
             prefer.append("odata.track-changes")
         headers = {"Prefer": ", ".join(prefer)}
         url: str | None = path_or_url
+        entity_set = urlsplit(path_or_url).path.rsplit("/", 1)[-1]
         page = 0
         while url:
             body = self.request("GET", url, headers=headers, params=params).json()
@@ -188,7 +189,7 @@ class DynamicsHook(BaseHook):
             url = body.get("@odata.nextLink")
             page += 1
             rows = body.get("value", [])
-            self.log.info("Dataverse %s page %d: %d rows", urlsplit(path_or_url).path.rsplit("/", 1)[-1], page, len(rows))
+            self.log.info("Dataverse %s page %d: %d rows", entity_set, page, len(rows))
             yield rows, body.get("@odata.deltaLink")
 
     def who_am_i(self) -> str:
