@@ -74,6 +74,7 @@ def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> L
         if not batch:
             continue
         answers = hook.sync_leads([marketo_payload(spec, r) for r in batch], action=action, lookup_field=lookup)
+        skipped = []
         for row, answer in zip(batch, answers, strict=True):
             status = answer.get("status")
             if status in ("created", "updated"):
@@ -82,15 +83,39 @@ def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> L
                     result.created += 1
                 else:
                     result.updated += 1
+            else:
+                skipped.append((row, answer))
+        ours = _own_earlier_creates(hook, spec, skipped) if action == "createOnly" else {}
+        for row, answer in skipped:
+            if row["dynamics_id"] in ours:
+                result.links.append(_link_update(spec, row, ours[row["dynamics_id"]]))
+                result.created += 1
                 continue
             reasons = "; ".join(f"{r.get('code')} {r.get('message')}" for r in answer.get("reasons") or [])
             result.refused += 1
             result.activities.append(Activity(
                 "refused_by_marketo", spec.name, TO_MARKETO, dynamics_id=row["dynamics_id"],
                 marketo_id=int(row["marketo_id"]) if row.get("marketo_id") is not None else None,
-                email=row.get("email"), reason=f"Marketo {action} skipped the record: {reasons or status}",
+                email=row.get("email"),
+                reason=f"Marketo {action} skipped the record: {reasons or answer.get('status')}",
             ))
     return result
+
+
+def _own_earlier_creates(
+    hook: MarketoHook, spec: EntitySpec, skipped: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> dict[str, int]:
+    """People a crashed earlier try of this load already created: they carry our Dynamics id.
+
+    A retried load finds its creates answered "1005 Lead already exists"; the person whose link field
+    holds this record's Dynamics id is the one we made, so it is linked instead of being reported.
+    """
+    emails = [row["email"] for row, answer in skipped
+              if row.get("email") and any(r.get("code") == "1005" for r in answer.get("reasons") or [])]
+    if not emails:
+        return {}
+    people = hook.get_leads("email", emails, ["id", spec.link_field])
+    return {str(p[spec.link_field]): int(p["id"]) for p in people if p.get(spec.link_field)}
 
 
 def load_dynamics(hook: DynamicsHook, spec: EntitySpec, writes: pd.DataFrame) -> LoadResult:

@@ -330,9 +330,12 @@ class StateStore:
     ) -> None:
         """Record everything one load step did, and advance its watermarks, in one transaction."""
         now = utcnow()
+        activities = list(activities)
         with self.engine.begin() as conn:
             for update in links:
-                self._upsert_link(conn, update, ctx, now)
+                conflict = self._upsert_link(conn, update, ctx, now)
+                if conflict is not None:
+                    activities.append(conflict)
             if activities:
                 conn.execute(
                     activity_log.insert(),
@@ -362,7 +365,25 @@ class StateStore:
                     keys=["entity", "side"],
                 )
 
-    def _upsert_link(self, conn: Any, update: Link, ctx: RunContext, now: dt.datetime) -> None:
+    def _upsert_link(self, conn: Any, update: Link, ctx: RunContext, now: dt.datetime) -> Activity | None:
+        """Create or refresh one link; a person already linked to another record is reported, not relinked.
+
+        Two records can race for one Marketo person (a lead and a contact sharing an email, loaded by
+        parallel tasks); the first link wins and the other becomes an activity row, so the commit never
+        fails on the one-person-one-record rule and the rest of the batch is kept.
+        """
+        owner = conn.execute(
+            select(record_links.c.entity, record_links.c.dynamics_id).where(
+                record_links.c.marketo_id == update.marketo_id
+            )
+        ).first()
+        if owner is not None and (owner.entity, owner.dynamics_id) != (update.entity, update.dynamics_id):
+            return Activity(
+                "already_linked", update.entity, "dynamics_to_marketo", dynamics_id=update.dynamics_id,
+                marketo_id=update.marketo_id,
+                reason=f"Marketo person {update.marketo_id} is already linked to {owner.entity} {owner.dynamics_id}; "
+                       "not linked again",
+            )
         existing = conn.execute(
             select(record_links.c.id, snapshots.c.dynamics_values, snapshots.c.marketo_values)
             .outerjoin(snapshots, snapshots.c.link_id == record_links.c.id)
@@ -400,6 +421,7 @@ class StateStore:
             },
             keys=["link_id"],
         )
+        return None
 
 
 def _upsert(conn: Any, table: Table, row: dict[str, Any], keys: list[str]) -> None:

@@ -83,8 +83,8 @@ def test_a_failed_commit_leaves_nothing_behind(store: StateStore):
     with pytest.raises(sa.exc.IntegrityError):
         store.commit_load(
             CTX,
-            links=[Link("lead", "d-1", 7), Link("contact", "d-2", 7)],  # one person, two records
-            activities=[Activity("rejected_by_validation", "lead")],
+            links=[Link("lead", "d-1", 7)],
+            activities=[Activity("rejected_by_validation", "lead"), Activity(None, "lead")],  # no type: refused
             marks={("lead", "marketo"): "2030-01-01T00:00:00+00:00"},
         )
     assert store.watermark("lead", "marketo") == "2024-01-01T00:00:00+00:00"
@@ -110,3 +110,13 @@ def test_migrations_build_exactly_the_schema_the_code_declares(store: StateStore
         context = MigrationContext.configure(conn, opts={"include_object": ours, "compare_type": True})
         diff = compare_metadata(context, metadata)
     assert diff == []
+
+
+def test_a_person_claimed_by_two_records_links_the_first_and_reports_the_second(store: StateStore):
+    """A lead and a contact sharing an email, loaded by parallel tasks, never fail the commit."""
+    store.commit_load(CTX, links=[Link("lead", "d-1", 7)])
+    store.commit_load(CTX, links=[Link("contact", "c-1", 7), Link("contact", "c-2", 8)])
+    assert store.links_by_marketo([7])[7].dynamics_id == "d-1"
+    assert store.links_by_marketo([8])[8].dynamics_id == "c-2"
+    [report] = store.activities(activity_type="already_linked")
+    assert (report["dynamics_id"], report["marketo_id"]) == ("c-1", 7) and "lead d-1" in report["reason"]
