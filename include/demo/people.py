@@ -35,6 +35,9 @@ class People:
     def edit_dynamics(self, entity: str, row_id: str, values: dict[str, Any]) -> None:
         self.dynamics.update(self.entities[entity].entity_set, row_id, values)
 
+    def delete_dynamics(self, entity: str, row_id: str) -> None:
+        self.dynamics.request("DELETE", f"{self.entities[entity].entity_set}({row_id})", headers={"If-Match": "*"})
+
     def create_dynamics(self, entity: str, values: dict[str, Any]) -> str:
         return self.dynamics.create(self.entities[entity].entity_set, values)
 
@@ -65,7 +68,7 @@ class People:
 
     def read_marketo(self, marketo_id: int) -> dict[str, Any]:
         fields = ["id", "email", "firstName", "lastName", "phone", "title", "company",
-                  "msdynLeadId", "msdynContactId", "msdynType"]
+                  "msdynLeadId", "msdynContactId", "msdynType", "msdynIsDeleted"]
         people = self.marketo.get_leads("id", [marketo_id], fields)
         return people[0] if people else {}
 

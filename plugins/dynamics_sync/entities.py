@@ -49,6 +49,7 @@ class EntitySpec:
     link_field: str
     type_value: str
     fields: tuple[FieldMap, ...] = field(default_factory=tuple)
+    deleted_field: str = "msdynIsDeleted"
 
     @property
     def two_way(self) -> bool:
@@ -166,6 +167,7 @@ def _parse_entity(name: str, body: Any, problems: list[str]) -> EntitySpec | Non
         link_field=mkto["link_field"],
         type_value=mkto["type_value"],
         fields=tuple(fields),
+        deleted_field=str(mkto.get("deleted_field") or "msdynIsDeleted"),
     )
 
 

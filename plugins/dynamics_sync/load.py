@@ -8,6 +8,7 @@ If-Match updates are idempotent, and creates are matched by email on the retry.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,11 +46,14 @@ def _link_update(spec: EntitySpec, row: dict[str, Any], marketo_id: int) -> Link
         marketo_id=int(marketo_id),
         dynamics_values=json.loads(row["snap_dynamics"]),
         marketo_values=json.loads(row["snap_marketo"]),
+        deleted_at=dt.datetime.now(dt.UTC) if row["op"] == "flag_deleted" else None,
     )
 
 
 def marketo_payload(spec: EntitySpec, row: dict[str, Any]) -> dict[str, Any]:
     """What Marketo's sync call gets for one planned write."""
+    if row["op"] == "flag_deleted":
+        return {"id": int(row["marketo_id"]), spec.deleted_field: True}
     payload = {name: row.get(name) for name in _fields(row)}
     if row["op"] == "create":
         payload = {name: row.get(name) for name in spec.marketo_fields if row.get(name) is not None}

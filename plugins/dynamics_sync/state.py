@@ -54,6 +54,8 @@ record_links = Table(
     Column("marketo_id", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Set when the Dynamics record was deleted: the link is kept so the deletion sticks.
+    Column("deleted_at", DateTime(timezone=True)),
     UniqueConstraint("entity", "dynamics_id", name="uq_links_entity_dynamics"),
     # One Marketo person mirrors one Dynamics record, whichever entity it is.
     UniqueConstraint("marketo_id", name="uq_links_marketo"),
@@ -140,6 +142,7 @@ class Link:
     dynamics_values: dict[str, Any] = field(default_factory=dict)
     marketo_values: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
+    deleted_at: dt.datetime | None = None
 
 
 @dataclass
@@ -272,6 +275,7 @@ class StateStore:
                         marketo_id=row.marketo_id,
                         dynamics_values=row.dynamics_values or {},
                         marketo_values=row.marketo_values or {},
+                        deleted_at=row.deleted_at,
                     )
 
     def count_links(self, entity: str | None = None) -> int:
@@ -342,8 +346,8 @@ class StateStore:
                     [
                         {
                             **{k: v for k, v in vars(a).items() if k not in ("old_value", "new_value")},
-                            "old_value": _text(a.old_value),
-                            "new_value": _text(a.new_value),
+                            "old_value": as_text(a.old_value),
+                            "new_value": as_text(a.new_value),
                             "logged_at": now,
                             "dag_id": ctx.dag_id,
                             "run_id": ctx.run_id,
@@ -397,6 +401,7 @@ class StateStore:
                     marketo_id=update.marketo_id,
                     created_at=now,
                     updated_at=now,
+                    deleted_at=update.deleted_at,
                 )
             ).inserted_primary_key[0]
             dyn, mkto = dict(update.dynamics_values), dict(update.marketo_values)
@@ -405,7 +410,8 @@ class StateStore:
             conn.execute(
                 record_links.update()
                 .where(record_links.c.id == link_id)
-                .values(marketo_id=update.marketo_id, updated_at=now)
+                .values(marketo_id=update.marketo_id, updated_at=now,
+                        **({"deleted_at": update.deleted_at} if update.deleted_at else {}))
             )
             dyn = {**(existing.dynamics_values or {}), **update.dynamics_values}
             mkto = {**(existing.marketo_values or {}), **update.marketo_values}
@@ -436,7 +442,8 @@ def _upsert(conn: Any, table: Table, row: dict[str, Any], keys: list[str]) -> No
     conn.execute(stmt)
 
 
-def _text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
+    """How activity_log stores a value: as text, None kept as null."""
     return None if value is None else str(value)
 
 

@@ -21,7 +21,7 @@ from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
 from dynamics_sync.staging import read_frame, run_dir, write_frame
-from dynamics_sync.state import Activity, Link, RunContext, StateStore
+from dynamics_sync.state import Activity, Link, RunContext, StateStore, as_text
 
 log = logging.getLogger(__name__)
 INITIAL, INCREMENTAL = "initial", "incremental"
@@ -48,8 +48,13 @@ def stage(run: RunInfo, spec: EntitySpec, name: str, frame: pd.DataFrame) -> str
 
 
 def _activities_frame(activities: list[Activity]) -> pd.DataFrame:
+    """Activities as a frame; values are text, as activity_log stores them (a column may mix types)."""
     columns = list(Activity.__dataclass_fields__)
-    return pd.DataFrame([asdict(a) for a in activities], columns=columns).astype(object)
+    rows = [
+        {**asdict(a), "old_value": as_text(a.old_value), "new_value": as_text(a.new_value)} for a in activities
+    ]
+    return pd.DataFrame(rows, columns=columns).astype(object)
+
 
 
 def _activities(frame: pd.DataFrame) -> list[Activity]:

@@ -57,7 +57,10 @@ def extract_step(marketo_lead_id: int, run: RunInfo) -> dict[str, Any]:
     finally:
         store.dispose()
     skip = None
-    if link is not None:
+    if link is not None and link.deleted_at is not None:
+        skip = (f"its Dynamics {link.entity} {link.dynamics_id} was deleted ({link.deleted_at:%Y-%m-%d %H:%M} "
+                "UTC); sync person does not silently re-create deleted records")
+    elif link is not None:
         skip = f"already linked to Dynamics {link.entity} {link.dynamics_id}"
     elif person.iloc[0]["email"]:
         found = existing_in_dynamics(DynamicsHook(), str(person.iloc[0]["email"]))

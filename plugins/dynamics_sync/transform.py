@@ -137,19 +137,36 @@ def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataF
         dyn = dyn_by_id.get(dynamics_id)
         link = links.get(dynamics_id)
         if dyn is not None and dyn.get("deleted"):
-            plan.activities.append(Activity(
-                "deleted_upstream", spec.name, TO_MARKETO, dynamics_id=dynamics_id,
-                marketo_id=link.marketo_id if link else None,
-                reason="deleted in Dynamics; the Marketo person is kept",
-            ))
-            plan.counts["deleted"] += 1
+            if link is not None and link.deleted_at is None:
+                _flag_deleted(plan, spec, link)
             continue
         if link is None:
             if dyn is not None:
                 _link_new(plan, spec, dyn, by_email, linked_marketo)
             continue
+        if link.deleted_at is not None:
+            plan.activities.append(Activity(
+                "deleted_upstream", spec.name, TO_DYNAMICS, dynamics_id=dynamics_id, marketo_id=link.marketo_id,
+                reason=f"the Dynamics {spec.name} was deleted ({link.deleted_at:%Y-%m-%d %H:%M} UTC); Marketo "
+                       "changes to its person are not written back",
+            ))
+            plan.counts["deleted_skipped"] += 1
+            continue
         _merge_linked(plan, spec, link, dyn, mkto_by_link.get(dynamics_id), sync_user_id)
     return plan
+
+
+def _flag_deleted(plan: Plan, spec: EntitySpec, link: Link) -> None:
+    """A Dynamics delete flags the Marketo person (the native "Microsoft is Deleted"), never deletes it."""
+    plan.marketo_writes.append(_write(
+        "flag_deleted", link.marketo_id, link.dynamics_id, [], {}, {}, {},
+    ))
+    plan.activities.append(Activity(
+        "deleted_upstream", spec.name, TO_MARKETO, dynamics_id=link.dynamics_id, marketo_id=link.marketo_id,
+        field=spec.deleted_field, new_value=True,
+        reason=f"deleted in Dynamics; the Marketo person is kept and flagged {spec.deleted_field}=true",
+    ))
+    plan.counts["deleted"] += 1
 
 
 def _merge_linked(plan: Plan, spec: EntitySpec, link: Link, dyn: dict[str, Any] | None,

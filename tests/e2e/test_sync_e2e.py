@@ -54,6 +54,7 @@ def world(sandboxes: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         people.edit_marketo(leads[2][1], {"firstName": "Mara"})                    # Marketo -> Dynamics
         people.edit_marketo(leads[3][1], {"lastName": "", "title": "Nameless"})    # breaks a required field
         people.edit_marketo(leads[4][1], {"title": "Same batch, valid"})           # same batch as the bad one
+        people.delete_dynamics("lead", leads[8][0])                                # deleted in Dynamics
         w["new_lead"] = people.create_dynamics("lead", {"firstname": "Nia", "lastname": "New",
                                                         "emailaddress1": "nia.new@example.com", "subject": "t"})
         w["runs"]["incremental"] = run("dynamics_incremental_sync")
@@ -148,6 +149,21 @@ def test_the_syncs_own_writes_are_not_bounced_back(world):
     summaries = world["store"].summaries(run_.dag_id, run_.run_id)
     assert summaries and sum(s["created"] + s["updated"] for s in summaries) == 0
     assert sum(s["echoes"] for s in summaries) > 0
+
+
+def test_a_dynamics_delete_flags_the_person_and_sticks(world):
+    people, store, leads = world["people"], world["store"], world["leads"]
+    marketo_id = leads[8][1]
+    person = people.read_marketo(marketo_id)
+    assert person["msdynIsDeleted"] is True and person["email"], "flagged, not deleted"
+    assert store.links_by_marketo([marketo_id])[marketo_id].deleted_at is not None
+    people.edit_marketo(marketo_id, {"title": "Edited after the delete"})
+    assert str(run("dynamics_incremental_sync").state) == "success"
+    assert str(run("sync_person_to_dynamics", {"marketo_lead_id": marketo_id}).state) == "success"
+    kinds = [a["activity_type"] for a in store.activities(marketo_id=marketo_id)]
+    assert kinds == ["deleted_upstream", "deleted_upstream", "sync_person_skipped"]
+    assert "not written back" in store.activities(marketo_id=marketo_id)[1]["reason"]
+    assert people.find_dynamics("lead", person["email"]) == [], "the deleted lead was not re-created"
 
 
 def test_a_failed_load_leaves_the_watermark_and_the_change_for_the_next_run(world, sandboxes, monkeypatch):
