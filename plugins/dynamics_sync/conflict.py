@@ -3,7 +3,8 @@
 Each side's current values are compared with that side's snapshot (the values last synced there):
 - changed on one side only: the value flows to the other side;
 - changed on both sides to the same value: nothing to write, both snapshots take the value;
-- changed on both sides to different values: a collision, and the entity's authority wins;
+- changed on both sides to different values: a collision, and the field's authority wins (the entity's
+  unless the field names its own);
 - changed on neither: nothing.
 A side that reported no change for the record is taken to be at its snapshot. The sync's own writes
 come back next cycle equal to the snapshot they were recorded in, so they compare as "unchanged": that is
@@ -72,6 +73,7 @@ def merge(
     fields: list[str],
     *,
     authority: str,
+    field_authority: dict[str, str] | None = None,
     two_way: bool,
     dynamics_current: dict[str, Any] | None,
     marketo_current: dict[str, Any] | None,
@@ -82,10 +84,12 @@ def merge(
 
     For a one-way entity (Dynamics to Marketo), Marketo edits never flow back and Dynamics always wins.
     """
-    if authority not in (MARKETO, DYNAMICS):
-        raise ValueError(f"authority must be {MARKETO!r} or {DYNAMICS!r}, not {authority!r}")
+    field_authority = field_authority or {}
+    for value in (authority, *field_authority.values()):
+        if value not in (MARKETO, DYNAMICS):
+            raise ValueError(f"authority must be {MARKETO!r} or {DYNAMICS!r}, not {value!r}")
     if not two_way:
-        marketo_current, authority = None, DYNAMICS
+        marketo_current, authority, field_authority = None, DYNAMICS, {}
     result = MergeResult()
     for name in fields:
         d_changed = dynamics_current is not None and name in dynamics_current and not same(
@@ -99,15 +103,16 @@ def merge(
             if same(d_value, m_value):
                 result.refresh[name] = normalize(d_value)
                 continue
+            winner = field_authority.get(name, authority)
             collision = Collision(
                 field=name,
                 marketo_value=normalize(m_value),
                 dynamics_value=normalize(d_value),
-                winner=authority,
+                winner=winner,
                 previous_value=normalize(dynamics_snapshot.get(name)),
             )
             result.collisions.append(collision)
-            target = result.to_dynamics if authority == MARKETO else result.to_marketo
+            target = result.to_dynamics if winner == MARKETO else result.to_marketo
             target[name] = collision.winning_value
         elif d_changed:
             result.to_marketo[name] = normalize(dynamics_current[name])

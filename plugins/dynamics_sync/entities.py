@@ -34,6 +34,7 @@ class FieldMap:
     required: bool = False
     max_length: int | None = None
     format: str | None = None
+    collision_authority: str | None = None  # overrides the entity's for this field
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class EntitySpec:
     @property
     def two_way(self) -> bool:
         return self.direction == "both"
+
+    @property
+    def field_authority(self) -> dict[str, str]:
+        """Fields whose collisions are decided by another side than the entity's authority."""
+        return {f.marketo: f.collision_authority for f in self.fields if f.collision_authority}
 
     @property
     def marketo_fields(self) -> list[str]:
@@ -175,12 +181,15 @@ def _parse_field(where: str, raw: Any, problems: list[str]) -> FieldMap | None:
     if not isinstance(raw, dict) or not raw.get("marketo") or not raw.get("dynamics"):
         problems.append(f"{where} needs both 'marketo' and 'dynamics' names")
         return None
-    unknown = set(raw) - {"marketo", "dynamics", "required", "max_length", "format"}
+    unknown = set(raw) - {"marketo", "dynamics", "required", "max_length", "format", "collision_authority"}
     if unknown:
         problems.append(f"{where} has unknown key(s) {sorted(unknown)}")
     max_length = raw.get("max_length")
     if max_length is not None and (not isinstance(max_length, int) or max_length <= 0):
         problems.append(f"{where}.max_length must be a positive integer")
+    authority = raw.get("collision_authority")
+    if authority is not None and authority not in AUTHORITIES:
+        problems.append(f"{where}.collision_authority must be one of {AUTHORITIES}, not {authority!r}")
     fmt = raw.get("format")
     if fmt is not None and fmt not in FORMATS:
         problems.append(f"{where}.format must be one of {FORMATS}")
@@ -190,4 +199,5 @@ def _parse_field(where: str, raw: Any, problems: list[str]) -> FieldMap | None:
         required=bool(raw.get("required", False)),
         max_length=max_length if isinstance(max_length, int) else None,
         format=fmt,
+        collision_authority=authority if authority in AUTHORITIES else None,
     )

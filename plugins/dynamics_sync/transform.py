@@ -174,6 +174,7 @@ def _merge_linked(plan: Plan, spec: EntitySpec, link: Link, dyn: dict[str, Any] 
     result = merge(
         spec.marketo_fields,
         authority=spec.collision_authority,
+        field_authority=spec.field_authority,
         two_way=spec.two_way,
         dynamics_current=_values(dyn, spec) if dyn else None,
         marketo_current=_values(mkto, spec) if mkto else None,
@@ -192,7 +193,8 @@ def _merge_linked(plan: Plan, spec: EntitySpec, link: Link, dyn: dict[str, Any] 
             old_value=c.dynamics_value if c.winner == MARKETO else c.marketo_value,
             new_value=c.winning_value,
             reason=f"changed on both sides: Marketo {c.marketo_value!r}, Dynamics {c.dynamics_value!r}; "
-                   f"{c.winner} wins for {spec.name}s",
+                   + (f"{c.winner} wins for {spec.name}s" if c.field not in spec.field_authority
+                      else f"{c.winner} wins for this field"),
         ))
     plan.counts["collisions"] += len(result.collisions)
     if result.refresh:

@@ -85,3 +85,11 @@ def test_unknown_authority_is_refused():
 )
 def test_initial_copy(dynamics, marketo, writes, after):
     assert initial_values(FIELDS, dynamics, marketo) == (writes, after)
+
+
+def test_a_field_may_name_its_own_authority():
+    result = merge(FIELDS, authority=MARKETO, field_authority={"phone": DYNAMICS}, two_way=True,
+                   dynamics_current={**SNAP, "title": "D", "phone": "D"}, marketo_current={**SNAP, "title": "M",
+                   "phone": "M"}, dynamics_snapshot=SNAP, marketo_snapshot=SNAP)
+    assert result.to_dynamics == {"title": "M"} and result.to_marketo == {"phone": "D"}
+    assert {c.field: c.winner for c in result.collisions} == {"title": MARKETO, "phone": DYNAMICS}
