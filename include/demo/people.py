@@ -60,6 +60,14 @@ class People:
         if result.get("status") != "updated":
             raise RuntimeError(f"Marketo did not update person {marketo_id}: {result}")
 
+    def merge_marketo(self, winner: int, loser: int) -> None:
+        self.marketo.call("POST", f"/v1/leads/{winner}/merge.json", params={"leadId": loser})
+
+    def delete_marketo(self, marketo_id: int) -> None:
+        [result] = self.marketo.call("POST", "/v1/leads/delete.json", json={"input": [{"id": marketo_id}]})["result"]
+        if result.get("status") != "deleted":
+            raise RuntimeError(f"Marketo did not delete person {marketo_id}: {result}")
+
     def create_marketo(self, values: dict[str, Any]) -> int:
         [result] = self.marketo.sync_leads([values], action="createOnly", lookup_field="email")
         if result.get("status") != "created":

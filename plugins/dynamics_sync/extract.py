@@ -25,20 +25,27 @@ DYN_META = ["dynamics_id", "modified_by", "deleted"]
 MKTO_META = ["marketo_id"]
 
 
+MERGE_LEADS, DELETE_LEAD = 32, 37
+EVENT_COLUMNS = ["kind", "marketo_id", "losers", "date"]
+
+
 @dataclass
 class MarketoMark:
-    """Where the Marketo change feed was left: a paging token, or a time to get one for."""
+    """Where Marketo's two feeds were left (field changes; merges and deletes): paging tokens, or a time."""
 
     token: str | None = None
+    events_token: str | None = None
     since: dt.datetime | None = None
 
     def dumps(self) -> str:
-        return json.dumps({"token": self.token, "since": self.since.isoformat() if self.since else None})
+        return json.dumps({"token": self.token, "events_token": self.events_token,
+                           "since": self.since.isoformat() if self.since else None})
 
     @classmethod
     def loads(cls, text: str) -> MarketoMark:
         raw = json.loads(text)
-        return cls(token=raw.get("token"), since=_parse(raw["since"]) if raw.get("since") else None)
+        return cls(token=raw.get("token"), events_token=raw.get("events_token"),
+                   since=_parse(raw["since"]) if raw.get("since") else None)
 
 
 @dataclass
@@ -52,9 +59,9 @@ class DynamicsExtract:
 class MarketoExtract:
     rows: pd.DataFrame
     watermark: str | None
+    events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EVENT_COLUMNS))
     activities: int = 0
     unlinked: int = 0
-    lead_ids: list[int] = field(default_factory=list)
 
 
 def _select(spec: EntitySpec) -> str:
@@ -122,6 +129,36 @@ def marketo_people(hook: MarketoHook, spec: EntitySpec, filter_type: str, values
     return frame.rename(columns={"id": "marketo_id"})
 
 
+def _read_feed(
+    pages: Iterable[tuple[list[dict[str, Any]], str]], token: str | None, until: dt.datetime | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """All activities of a feed (before `until`, if given) and the token to resume from."""
+    read: list[dict[str, Any]] = []
+    for activities, next_token in pages:
+        for activity in activities:
+            date = activity.get("activityDate")
+            if until is not None and date and _parse(date) >= until:
+                return read, token
+            read.append(activity)
+        token = next_token
+    return read, token
+
+
+def _event(activity: dict[str, Any]) -> dict[str, Any]:
+    """A Merge Leads or Delete Lead activity as (kind, person, merged-away people, date)."""
+    attributes = {a.get("name"): a.get("value") for a in activity.get("attributes") or []}
+    losers: list[int] = []
+    if activity.get("activityTypeId") == MERGE_LEADS:
+        text = str(attributes.get("Merge IDs") or "").strip("[]")
+        losers = [int(x) for x in text.replace(" ", "").split(",") if x.isdigit()]
+    return {
+        "kind": "merge" if activity.get("activityTypeId") == MERGE_LEADS else "delete",
+        "marketo_id": int(activity.get("primaryAttributeValueId") or activity["leadId"]),
+        "losers": json.dumps(losers),
+        "date": activity.get("activityDate"),
+    }
+
+
 def marketo_changes(
     hook: MarketoHook,
     store: StateStore,
@@ -129,32 +166,40 @@ def marketo_changes(
     watermark: MarketoMark,
     until: dt.datetime | None = None,
 ) -> MarketoExtract:
-    """People linked to this entity whose synced fields changed after `watermark` (and before `until`)."""
-    lead_ids: dict[int, None] = {}
-    count = 0
-    token = watermark.token
-    pages = hook.lead_changes(spec.marketo_fields, token=watermark.token, since=watermark.since)
-    for activities, next_token in pages:
-        done = False
-        for activity in activities:
-            date = activity.get("activityDate")
-            if until is not None and date and _parse(date) >= until:
-                done = True
-                break
-            count += 1
-            lead_ids[int(activity["leadId"])] = None
-        token = next_token
-        if done:
-            break
-    links = store.links_by_marketo(lead_ids)
-    mine = [mid for mid, link in links.items() if link.entity == spec.name]
-    rows = marketo_people(hook, spec, "id", mine) if mine else marketo_people_empty(spec)
+    """What happened in Marketo to people linked to this entity after `watermark` (and before `until`).
+
+    Two feeds: field changes (leadchanges, only the synced fields), and merges and deletes (activities of
+    types 32 and 37), so a merged or deleted person is followed, never left as an orphan link.
+    """
+    changes, token = _read_feed(
+        hook.lead_changes(spec.marketo_fields, token=watermark.token, since=watermark.since),
+        watermark.token, until,
+    )
+    raw_events, events_token = _read_feed(
+        hook.activities([MERGE_LEADS, DELETE_LEAD], token=watermark.events_token, since=watermark.since),
+        watermark.events_token, until,
+    )
+    lead_ids = list(dict.fromkeys(int(a["leadId"]) for a in changes))
+    events = [_event(a) for a in raw_events]
+    involved = {e["marketo_id"] for e in events} | {x for e in events for x in json.loads(e["losers"])}
+    links = store.links_by_marketo([*lead_ids, *involved])
+
+    def mine(marketo_id: int) -> bool:
+        link = links.get(marketo_id)
+        return link is not None and link.entity == spec.name
+
+    events = [e for e in events if mine(e["marketo_id"]) or any(mine(x) for x in json.loads(e["losers"]))]
+    # Merge winners are read too: their values become the linked record's Marketo side.
+    wanted = [m for m in lead_ids if mine(m)] + [e["marketo_id"] for e in events if e["kind"] == "merge"]
+    wanted = list(dict.fromkeys(wanted))
+    rows = marketo_people(hook, spec, "id", wanted) if wanted else marketo_people_empty(spec)
+    mark = MarketoMark(token=token, events_token=events_token)
     return MarketoExtract(
         rows=rows,
-        watermark=MarketoMark(token=token).dumps() if token else None,
-        activities=count,
+        watermark=mark.dumps() if token and events_token else None,
+        events=pd.DataFrame(events, columns=EVENT_COLUMNS),
+        activities=len(changes) + len(raw_events),
         unlinked=sum(1 for mid in lead_ids if mid not in links),
-        lead_ids=list(lead_ids),
     )
 
 

@@ -47,6 +47,7 @@ def _link_update(spec: EntitySpec, row: dict[str, Any], marketo_id: int) -> Link
         dynamics_values=json.loads(row["snap_dynamics"]),
         marketo_values=json.loads(row["snap_marketo"]),
         deleted_at=dt.datetime.now(dt.UTC) if row["op"] == "flag_deleted" else None,
+        deleted_side="dynamics" if row["op"] == "flag_deleted" else None,
     )
 
 

@@ -56,6 +56,7 @@ record_links = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # Set when the Dynamics record was deleted: the link is kept so the deletion sticks.
     Column("deleted_at", DateTime(timezone=True)),
+    Column("deleted_side", String(16)),  # "dynamics" or "marketo": where the record disappeared
     UniqueConstraint("entity", "dynamics_id", name="uq_links_entity_dynamics"),
     # One Marketo person mirrors one Dynamics record, whichever entity it is.
     UniqueConstraint("marketo_id", name="uq_links_marketo"),
@@ -143,6 +144,7 @@ class Link:
     marketo_values: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
     deleted_at: dt.datetime | None = None
+    deleted_side: str | None = None
 
 
 @dataclass
@@ -276,6 +278,7 @@ class StateStore:
                         dynamics_values=row.dynamics_values or {},
                         marketo_values=row.marketo_values or {},
                         deleted_at=row.deleted_at,
+                        deleted_side=row.deleted_side,
                     )
 
     def count_links(self, entity: str | None = None) -> int:
@@ -402,6 +405,7 @@ class StateStore:
                     created_at=now,
                     updated_at=now,
                     deleted_at=update.deleted_at,
+                    deleted_side=update.deleted_side,
                 )
             ).inserted_primary_key[0]
             dyn, mkto = dict(update.dynamics_values), dict(update.marketo_values)
@@ -411,7 +415,8 @@ class StateStore:
                 record_links.update()
                 .where(record_links.c.id == link_id)
                 .values(marketo_id=update.marketo_id, updated_at=now,
-                        **({"deleted_at": update.deleted_at} if update.deleted_at else {}))
+                        **({"deleted_at": update.deleted_at, "deleted_side": update.deleted_side}
+                           if update.deleted_at else {}))
             )
             dyn = {**(existing.dynamics_values or {}), **update.dynamics_values}
             mkto = {**(existing.marketo_values or {}), **update.marketo_values}

@@ -78,6 +78,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     if mode == INITIAL:
         dyn = extract.dynamics_full(dynamics, spec)
         mkto_rows = extract.marketo_people_empty(spec)
+        events = pd.DataFrame(columns=extract.EVENT_COLUMNS)
         marks = {"dynamics": dyn.delta_link,
                  "marketo": extract.MarketoMark(since=started - MARKETO_OVERLAP).dumps()}
         mkto_info: dict[str, Any] = {}
@@ -100,8 +101,9 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
             dyn = extract.dynamics_changes(dynamics, spec, delta_link)
             mk = extract.marketo_changes(marketo, store, spec, extract.MarketoMark.loads(marketo_mark))
             marks = {"dynamics": dyn.delta_link, "marketo": mk.watermark}
-        mkto_rows = mk.rows
-        mkto_info = {"marketo_activities": mk.activities, "marketo_unlinked": mk.unlinked}
+        mkto_rows, events = mk.rows, mk.events
+        mkto_info = {"marketo_activities": mk.activities, "marketo_unlinked": mk.unlinked,
+                     "marketo_merges_deletes": len(mk.events)}
     # People who may already exist in Marketo for Dynamics records not linked yet: matched by email.
     links = store.links_by_dynamics(spec.name, dyn.rows["dynamics_id"])
     unlinked = dyn.rows[~dyn.rows["dynamics_id"].isin(list(links)) & ~dyn.rows["deleted"].astype(bool)]
@@ -123,6 +125,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         "dynamics": stage(run, spec, "dynamics_rows", dyn.rows),
         "marketo": stage(run, spec, "marketo_rows", mkto_rows),
         "matches": stage(run, spec, "marketo_matches", matches),
+        "events": stage(run, spec, "marketo_events", events),
         "marks": {k: v for k, v in marks.items() if v},
         "counts": counts,
     }
@@ -144,8 +147,12 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
     if extracted["mode"] == INITIAL:
         plan = transform.plan_initial(spec, dynamics, matches, links, linked_marketo)
     else:
+        events = read_frame(extracted["events"])
+        event_ids = [int(e["marketo_id"]) for e in events.to_dict("records")]
+        event_ids += [int(x) for e in events.to_dict("records") for x in json.loads(e["losers"])]
+        linked_marketo.update(store.links_by_marketo(event_ids))
         plan = transform.plan_incremental(
-            spec, dynamics, marketo, matches, links, linked_marketo, extracted.get("sync_user_id")
+            spec, dynamics, marketo, matches, links, linked_marketo, extracted.get("sync_user_id"), events
         )
     store.dispose()
     frames = plan.frames(spec)
@@ -197,9 +204,10 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
     dynamics_writes = read_frame(validated["dynamics_writes"])
     if not dynamics_writes.empty:
         to_dynamics = load.load_dynamics(DynamicsHook(), spec, dynamics_writes)
+    now = dt.datetime.now(dt.UTC)
     refresh = [
-        Link(spec.name, r["dynamics_id"], int(r["marketo_id"]),
-                   _json(r["snap_dynamics"]), _json(r["snap_marketo"]))
+        Link(spec.name, r["dynamics_id"], int(r["marketo_id"]), _json(r["snap_dynamics"]), _json(r["snap_marketo"]),
+             deleted_at=now if r.get("deleted_side") else None, deleted_side=r.get("deleted_side"))
         for r in read_frame(validated["refresh"]).to_dict("records")
     ]
     activities += to_marketo.activities + to_dynamics.activities

@@ -37,7 +37,7 @@ class Plan:
             "marketo_writes": pd.DataFrame(self.marketo_writes, columns=columns),
             "dynamics_writes": pd.DataFrame(self.dynamics_writes, columns=columns),
             "refresh": pd.DataFrame(
-                self.refresh, columns=["marketo_id", "dynamics_id", "snap_dynamics", "snap_marketo"]
+                self.refresh, columns=["marketo_id", "dynamics_id", "snap_dynamics", "snap_marketo", "deleted_side"]
             ),
         }
 
@@ -123,9 +123,12 @@ def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, matches: pd.DataFrame
 
 
 def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataFrame, matches: pd.DataFrame,
-                     links: dict[str, Link], linked_marketo: dict[int, Link], sync_user_id: str | None) -> Plan:
-    """Merge both sides' changes for this entity (see conflict.merge for the rules)."""
+                     links: dict[str, Link], linked_marketo: dict[int, Link], sync_user_id: str | None,
+                     events: pd.DataFrame | None = None) -> Plan:
+    """Follow Marketo merges and deletes, then merge both sides' changes (see conflict.merge for the rules)."""
     plan = Plan()
+    if events is not None:
+        _follow_marketo_events(plan, spec, events, links, linked_marketo)
     by_email = _index_matches(matches)
     dyn_by_id = {row["dynamics_id"]: row for row in dynamics.to_dict("records")}
     mkto_by_link: dict[str, dict[str, Any]] = {}
@@ -145,15 +148,77 @@ def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataF
                 _link_new(plan, spec, dyn, by_email, linked_marketo)
             continue
         if link.deleted_at is not None:
-            plan.activities.append(Activity(
-                "deleted_upstream", spec.name, TO_DYNAMICS, dynamics_id=dynamics_id, marketo_id=link.marketo_id,
-                reason=f"the Dynamics {spec.name} was deleted ({link.deleted_at:%Y-%m-%d %H:%M} UTC); Marketo "
-                       "changes to its person are not written back",
-            ))
-            plan.counts["deleted_skipped"] += 1
+            _skip_deleted(plan, spec, link)
             continue
         _merge_linked(plan, spec, link, dyn, mkto_by_link.get(dynamics_id), sync_user_id)
     return plan
+
+
+def _skip_deleted(plan: Plan, spec: EntitySpec, link: Link) -> None:
+    """Deletions stick: a change on the surviving side is logged, never used to re-create the other."""
+    when = f"{link.deleted_at:%Y-%m-%d %H:%M} UTC"
+    if link.deleted_side == MARKETO:
+        direction = TO_MARKETO
+        reason = (f"the Marketo person was deleted or merged away ({when}); changes to the Dynamics {spec.name} "
+                  "are not copied to Marketo")
+    else:
+        direction = TO_DYNAMICS
+        reason = f"the Dynamics {spec.name} was deleted ({when}); changes to its Marketo person are not written back"
+    plan.activities.append(Activity(
+        "deleted_upstream", spec.name, direction, dynamics_id=link.dynamics_id, marketo_id=link.marketo_id,
+        reason=reason,
+    ))
+    plan.counts["deleted_skipped"] += 1
+
+
+def _relink(plan: Plan, link: Link, marketo_id: int, deleted_side: str | None = None) -> None:
+    plan.refresh.append({
+        "marketo_id": marketo_id, "dynamics_id": link.dynamics_id, "snap_dynamics": "{}", "snap_marketo": "{}",
+        "deleted_side": deleted_side,
+    })
+
+
+def _follow_marketo_events(plan: Plan, spec: EntitySpec, events: pd.DataFrame, links: dict[str, Link],
+                           linked_marketo: dict[int, Link]) -> None:
+    """People deleted in Marketo stop syncing (Dynamics keeps its record); merged people are re-linked.
+
+    A person merged into a survivor that is not linked takes the survivor as its Marketo side, so the
+    link follows the merge and no orphan is left; when the survivor is already linked to another record,
+    that link stays and this record stops syncing, reported (the native sync keeps merges in Marketo).
+    """
+    for event in events.to_dict("records"):
+        survivor = int(event["marketo_id"])
+        if event["kind"] == "delete":
+            link = linked_marketo.get(survivor)
+            if link is not None and link.entity == spec.name and link.deleted_at is None:
+                _relink(plan, link, survivor, deleted_side=MARKETO)
+                plan.activities.append(Activity(
+                    "deleted_in_marketo", spec.name, TO_DYNAMICS, dynamics_id=link.dynamics_id, marketo_id=survivor,
+                    reason=f"the Marketo person was deleted; the Dynamics {spec.name} is kept (deletes never flow "
+                           "to Dynamics) and stops syncing",
+                ))
+                plan.counts["deleted_in_marketo"] += 1
+            continue
+        for loser in json.loads(event["losers"]):
+            link = linked_marketo.get(int(loser))
+            if link is None or link.entity != spec.name:
+                continue
+            owner = linked_marketo.get(survivor)
+            if owner is not None and (owner.entity, owner.dynamics_id) != (link.entity, link.dynamics_id):
+                _relink(plan, link, int(loser), deleted_side=MARKETO)
+                reason = (f"Marketo merged person {loser} into {survivor}, which is linked to {owner.entity} "
+                          f"{owner.dynamics_id}; this {spec.name} stops syncing (merge the Dynamics records to match)")
+            else:
+                moved = Link(link.entity, link.dynamics_id, survivor, link.dynamics_values, link.marketo_values,
+                             id=link.id)
+                linked_marketo[survivor] = links[link.dynamics_id] = moved
+                _relink(plan, link, survivor)
+                reason = f"Marketo merged person {loser} into {survivor}; the link follows the surviving person"
+            plan.activities.append(Activity(
+                "merged_in_marketo", spec.name, TO_DYNAMICS, dynamics_id=link.dynamics_id, marketo_id=survivor,
+                reason=reason,
+            ))
+            plan.counts["merged_in_marketo"] += 1
 
 
 def _flag_deleted(plan: Plan, spec: EntitySpec, link: Link) -> None:
@@ -201,6 +266,7 @@ def _merge_linked(plan: Plan, spec: EntitySpec, link: Link, dyn: dict[str, Any] 
         plan.refresh.append({
             "marketo_id": link.marketo_id, "dynamics_id": link.dynamics_id,
             "snap_dynamics": json.dumps(result.refresh), "snap_marketo": json.dumps(result.refresh),
+            "deleted_side": None,
         })
     if result.to_marketo:
         post = {**link.marketo_values, **(_values(mkto, spec) if mkto else {}), **result.to_marketo}

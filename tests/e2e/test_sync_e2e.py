@@ -55,6 +55,11 @@ def world(sandboxes: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         people.edit_marketo(leads[3][1], {"lastName": "", "title": "Nameless"})    # breaks a required field
         people.edit_marketo(leads[4][1], {"title": "Same batch, valid"})           # same batch as the bad one
         people.delete_dynamics("lead", leads[8][0])                                # deleted in Dynamics
+        w["gone"] = {people.read_marketo(leads[i][1])["email"] for i in (9, 10)}
+        w["survivor"] = people.create_marketo({"email": "survivor@example.com", "lastName": "Survivor",
+                                               "title": "Survivor title"})
+        people.merge_marketo(w["survivor"], leads[9][1])                           # merged in Marketo
+        people.delete_marketo(leads[10][1])                                        # deleted in Marketo
         w["new_lead"] = people.create_dynamics("lead", {"firstname": "Nia", "lastname": "New",
                                                         "emailaddress1": "nia.new@example.com", "subject": "t"})
         w["runs"]["incremental"] = run("dynamics_incremental_sync")
@@ -74,16 +79,19 @@ def test_every_run_succeeded(world):
 def test_initial_copy_links_every_record_once(world):
     people, leads, contacts = world["people"], world["leads"], world["contacts"]
     assert (len(leads), len(contacts)) == (LEADS, CONTACTS)
+    gone = world["gone"]  # people merged or deleted in Marketo later in the scenario
     emails = [f"lead{i:05d}@example.com" for i in range(LEADS)]
     emails += [f"contact{i:05d}@example.com" for i in range(CONTACTS)]
     found = people.marketo.get_leads("email", emails, ["id", "email", "msdynLeadId", "msdynContactId"])
     by_email: dict[str, list[dict]] = {}
     for person in found:
         by_email.setdefault(person["email"], []).append(person)
-    assert all(len(by_email.get(e, [])) == 1 for e in emails), "each Dynamics record has exactly one Marketo person"
+    assert all(len(by_email.get(e, [])) == 1 for e in emails if e not in gone), "one Marketo person per record"
     linked = dict(leads)
-    for person in (by_email[f"lead{i:05d}@example.com"][0] for i in range(LEADS)):
-        assert linked[person["msdynLeadId"]] == person["id"]
+    for email in emails[:LEADS]:
+        if email not in gone:
+            person = by_email[email][0]
+            assert linked[person["msdynLeadId"]] == person["id"]
 
 
 def test_initial_copy_refuses_a_populated_state_store(world):
@@ -164,6 +172,32 @@ def test_a_dynamics_delete_flags_the_person_and_sticks(world):
     assert kinds == ["deleted_upstream", "deleted_upstream", "sync_person_skipped"]
     assert "not written back" in store.activities(marketo_id=marketo_id)[1]["reason"]
     assert people.find_dynamics("lead", person["email"]) == [], "the deleted lead was not re-created"
+
+
+def test_a_marketo_merge_moves_the_link_to_the_surviving_person(world):
+    people, store, leads = world["people"], world["store"], world["leads"]
+    dynamics_id, loser = leads[9]
+    link = store.links_by_dynamics("lead", [dynamics_id])[dynamics_id]
+    assert link.marketo_id == world["survivor"] and link.deleted_at is None
+    assert store.links_by_marketo([loser]) == {}, "no orphan link to the merged-away person"
+    assert people.read_dynamics("lead", dynamics_id)["jobtitle"] == "Survivor title"
+    found = people.find_dynamics("lead", "survivor@example.com")
+    assert [row["leadid"] for row in found] == [dynamics_id], "the survivor's values, no duplicate lead"
+    [merged] = [a for a in store.activities(dynamics_id=dynamics_id) if a["activity_type"] == "merged_in_marketo"]
+    assert str(world["survivor"]) in merged["reason"]
+
+
+def test_a_marketo_delete_deletes_nothing_in_dynamics_and_sticks(world):
+    people, store, leads = world["people"], world["store"], world["leads"]
+    dynamics_id, marketo_id = leads[10]
+    assert people.read_dynamics("lead", dynamics_id)["lastname"], "the Dynamics lead is kept"
+    assert [a["activity_type"] for a in store.activities(marketo_id=marketo_id)] == ["deleted_in_marketo"]
+    email = people.read_dynamics("lead", dynamics_id)["emailaddress1"]
+    people.edit_dynamics("lead", dynamics_id, {"jobtitle": "Edited after the Marketo delete"})
+    assert str(run("dynamics_incremental_sync").state) == "success"
+    assert people.find_marketo(email) == [], "the deleted person was not silently re-created"
+    kinds = [a["activity_type"] for a in store.activities(dynamics_id=dynamics_id)]
+    assert kinds == ["deleted_in_marketo", "deleted_upstream"]
 
 
 def test_a_failed_load_leaves_the_watermark_and_the_change_for_the_next_run(world, sandboxes, monkeypatch):

@@ -230,16 +230,24 @@ class MarketoHook(BaseHook):
         Start from `token` (a position kept from the last run: nothing is read twice) or, without one, from
         `since`. The token after the last page is the next run's watermark.
         """
+        return self._activity_pages("/v1/activities/leadchanges.json", {"fields": ",".join(fields)}, token, since)
+
+    def activities(
+        self, type_ids: Sequence[int], *, token: str | None = None, since: dt.datetime | None = None
+    ) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        """Pages of activities of the given types (at most 10), like lead_changes."""
+        params = {"activityTypeIds": ",".join(str(t) for t in type_ids)}
+        return self._activity_pages("/v1/activities.json", params, token, since)
+
+    def _activity_pages(
+        self, path: str, params: dict[str, Any], token: str | None, since: dt.datetime | None
+    ) -> Iterator[tuple[list[dict[str, Any]], str]]:
         if token is None:
             if since is None:
-                raise ValueError("lead_changes needs a paging token or a start time")
+                raise ValueError(f"{path} needs a paging token or a start time")
             token = self.paging_token(since)
         while True:
-            body = self.call(
-                "GET",
-                "/v1/activities/leadchanges.json",
-                params={"nextPageToken": token, "fields": ",".join(fields), "batchSize": BATCH},
-            )
+            body = self.call("GET", path, params={**params, "nextPageToken": token, "batchSize": BATCH})
             token = body.get("nextPageToken") or token
             yield body.get("result") or [], token
             if not body.get("moreResult"):
