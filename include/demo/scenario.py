@@ -12,6 +12,7 @@ from include.runtime import connections
 from include.runtime.run_dag import run
 
 PLAIN_EDITS = 20
+DUPLICATE = "lead00001@example.com"
 
 
 @dataclass
@@ -31,12 +32,18 @@ class Scenario:
         connections.use_sandboxes(self.boxes, override=True)
         self.people = People(self.boxes)
         self.store = StateStore.from_connection()
+        # A marketer created a second person with a Dynamics lead's email: the sync must not guess.
+        self.people.marketo.sync_leads([{"email": DUPLICATE, "firstName": "Second", "lastName": "Copy"}],
+                                       action="createDuplicate", lookup_field="email")
 
         if not self._run("dynamics_initial_sync"):
             return self._finish()
-        self.check("every Dynamics lead and contact is linked to a Marketo person",
-                   self.store.count_links("lead") == leads and self.store.count_links("contact") == contacts,
+        self.check("every Dynamics lead and contact is linked to a Marketo person, but the ambiguous one",
+                   self.store.count_links("lead") == leads - 1 and self.store.count_links("contact") == contacts,
                    f"{self.store.count_links('lead')} leads, {self.store.count_links('contact')} contacts linked")
+        self.check("the lead whose email two Marketo people share was linked to neither and reported",
+                   any(a["activity_type"] == "ambiguous_match" for a in self.store.activities(email=DUPLICATE)),
+                   DUPLICATE)
         self.check("people sharing an email were linked, not duplicated",
                    len(self.people.find_marketo("lead00000@example.com")) == 1, "lead00000@example.com")
 
@@ -158,6 +165,8 @@ class Scenario:
                     print(f"  collision   {a['entity']} {a['dynamics_id']} field {a['field']}: {a['reason']}")
                 elif a["activity_type"] in ("rejected_by_validation", "refused_by_marketo", "refused_by_dynamics"):
                     print(f"  rejected    {a['entity']} {a['dynamics_id'] or a['marketo_id']}: {a['reason']}")
+                elif a["activity_type"] in ("ambiguous_match", "already_linked"):
+                    print(f"  duplicate   {a['entity']} {a['dynamics_id']} <{a['email']}>: {a['reason']}")
                 elif a["activity_type"].startswith("sync_person"):
                     print(f"  {a['activity_type']}  person {a['marketo_id']}: {a['reason']}")
         print("\nChecks:")
