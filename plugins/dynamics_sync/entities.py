@@ -35,6 +35,7 @@ class FieldMap:
     max_length: int | None = None
     format: str | None = None
     collision_authority: str | None = None  # overrides the entity's for this field
+    options: tuple[Any, ...] | None = None  # allowed values (Dynamics picklist), from metadata
 
 
 @dataclass(frozen=True)

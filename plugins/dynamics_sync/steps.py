@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynamics_sync import extract, load, transform, validate
+from dynamics_sync import extract, load, metadata, transform, validate
 from dynamics_sync.entities import EntitySpec, load_entities
 from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook
@@ -69,10 +69,15 @@ def _now() -> dt.datetime:
 
 
 def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
-    spec = load_entities()[entity]
+    configured = load_entities()[entity]
     store = StateStore.from_connection()
     dynamics, marketo = DynamicsHook(), MarketoHook()
     started = _now()
+    columns = metadata.describe(dynamics, configured)
+    field_problems = metadata.problems(configured, columns)
+    for problem in field_problems:
+        log.warning("%s.%s is left out of this run: %s", configured.name, problem.field, problem.reason)
+    spec = metadata.effective(configured, columns)
     marks: dict[str, str | None] = {}
     interval = False
     if mode == INITIAL:
@@ -127,6 +132,8 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         "matches": stage(run, spec, "marketo_matches", matches),
         "events": stage(run, spec, "marketo_events", events),
         "marks": {k: v for k, v in marks.items() if v},
+        "columns": {f.dynamics: columns[f.dynamics] for f in spec.fields},
+        "field_problems": [asdict(p) for p in field_problems],
         "counts": counts,
     }
 
@@ -134,8 +141,13 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
 # ---- transform / conflict-resolve ----------------------------------------------------------------------
 
 
+def _spec(entity: str, xcom: dict[str, Any]) -> EntitySpec:
+    """The entity as this run syncs it: the config narrowed and sharpened by the metadata read in extract."""
+    return metadata.effective(load_entities()[entity], xcom.get("columns"))
+
+
 def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
-    spec = load_entities()[entity]
+    spec = _spec(entity, extracted)
     store = StateStore.from_connection()
     dynamics = read_frame(extracted["dynamics"])
     marketo = read_frame(extracted["marketo"])
@@ -155,6 +167,10 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
             spec, dynamics, marketo, matches, links, linked_marketo, extracted.get("sync_user_id"), events
         )
     store.dispose()
+    plan.activities[:0] = [
+        Activity(p["kind"], spec.name, None, field=p["field"], reason=p["reason"] + "; left out of this run")
+        for p in extracted.get("field_problems") or []
+    ]
     frames = plan.frames(spec)
     counts = {
         "to_marketo": len(frames["marketo_writes"]),
@@ -164,7 +180,7 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
     }
     log.info("%s transform: %s", spec.name, counts)
     return {
-        **{k: extracted[k] for k in ("entity", "mode", "interval", "marks")},
+        **{k: extracted[k] for k in ("entity", "mode", "interval", "marks", "columns")},
         **{name: stage(run, spec, name, frame) for name, frame in frames.items()},
         "plan_activities": stage(run, spec, "plan_activities", _activities_frame(plan.activities)),
         "counts": counts,
@@ -175,8 +191,9 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
 
 
 def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
-    spec = load_entities()[entity]
-    out = {k: transformed[k] for k in ("entity", "mode", "interval", "marks", "refresh", "plan_activities")}
+    spec = _spec(entity, transformed)
+    keep = ("entity", "mode", "interval", "marks", "columns", "refresh", "plan_activities")
+    out = {k: transformed[k] for k in keep}
     counts = dict(transformed["counts"])
     for name, side in (("marketo_writes", "marketo"), ("dynamics_writes", "dynamics")):
         split = validate.split_invalid(read_frame(transformed[name]), spec, side)
@@ -191,7 +208,7 @@ def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dic
 
 
 def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str, Any]:
-    spec = load_entities()[entity]
+    spec = _spec(entity, validated)
     store = StateStore.from_connection()
     activities = _activities(read_frame(validated["plan_activities"]))
     rejected_m = read_frame(validated["marketo_writes_rejected"])

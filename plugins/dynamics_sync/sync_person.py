@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from dynamics_sync import extract, validate
+from dynamics_sync import extract, metadata, validate
 from dynamics_sync.entities import EntitySpec, load_entities
 from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook, quote
@@ -28,8 +28,9 @@ ENTITY = "lead"
 MATCH_ENTITIES = ("lead", "contact")
 
 
-def _spec() -> EntitySpec:
-    return load_entities()[ENTITY]
+def _spec(xcom: dict[str, Any] | None = None) -> EntitySpec:
+    """The lead entity, narrowed and sharpened by the metadata the extract step read (see metadata.py)."""
+    return metadata.effective(load_entities()[ENTITY], (xcom or {}).get("columns"))
 
 
 def existing_in_dynamics(hook: DynamicsHook, email: str) -> tuple[str, str] | None:
@@ -47,7 +48,8 @@ def existing_in_dynamics(hook: DynamicsHook, email: str) -> tuple[str, str] | No
 
 
 def extract_step(marketo_lead_id: int, run: RunInfo) -> dict[str, Any]:
-    spec = _spec()
+    columns = metadata.describe(DynamicsHook(), _spec())
+    spec = metadata.effective(_spec(), columns)
     person = extract.marketo_people(MarketoHook(), spec, "id", [marketo_lead_id])
     if person.empty:
         raise RefusedToRun(f"Marketo person {marketo_lead_id} does not exist")
@@ -66,11 +68,12 @@ def extract_step(marketo_lead_id: int, run: RunInfo) -> dict[str, Any]:
         found = existing_in_dynamics(DynamicsHook(), str(person.iloc[0]["email"]))
         if found:
             skip = f"a Dynamics {found[0]} with the same email already exists ({found[1]})"
-    return {"marketo_id": marketo_lead_id, "skip": skip, "person": stage(run, spec, "person", person)}
+    return {"marketo_id": marketo_lead_id, "skip": skip, "person": stage(run, spec, "person", person),
+            "columns": {f.dynamics: columns[f.dynamics] for f in spec.fields}}
 
 
 def transform_step(extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
-    spec = _spec()
+    spec = _spec(extracted)
     person = read_frame(extracted["person"])
     if extracted["skip"]:
         return {**extracted, "plan": None}
@@ -81,7 +84,7 @@ def transform_step(extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
 def validate_step(transformed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     if not transformed["plan"]:
         return {**transformed, "rejected": None}
-    spec = _spec()
+    spec = _spec(transformed)
     split = validate.split_invalid(read_frame(transformed["plan"]), spec, "dynamics")
     return {
         **transformed,
@@ -91,7 +94,7 @@ def validate_step(transformed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
 
 
 def load_step(validated: dict[str, Any], run: RunInfo) -> dict[str, Any]:
-    spec = _spec()
+    spec = _spec(validated)
     marketo_id = validated["marketo_id"]
     store = StateStore.from_connection()
     try:

@@ -33,9 +33,10 @@ MARKETO_TEXT_MAX = 255
 
 @dataclass
 class Rule:
-    kind: str  # not_null | max_length | email
+    kind: str  # not_null | max_length | email | in_set
     column: str
     limit: int | None = None
+    allowed: tuple[Any, ...] | None = None
 
     def describe(self, spec: EntitySpec, side: str) -> str:
         name = spec.field(self.column).dynamics if side == "dynamics" else self.column
@@ -43,6 +44,8 @@ class Rule:
             return f"{name} is required"
         if self.kind == "max_length":
             return f"{name} is longer than {self.limit} characters"
+        if self.kind == "in_set":
+            return f"{name} is not one of the Dynamics choices {list(self.allowed or ())}"
         return f"{name} is not a valid email address"
 
 
@@ -55,6 +58,8 @@ def rules_for(spec: EntitySpec, side: str, creating: bool = False) -> list[Rule]
                 rules.append(Rule("not_null", f.marketo))
             if f.max_length:
                 rules.append(Rule("max_length", f.marketo, f.max_length))
+            if f.options:
+                rules.append(Rule("in_set", f.marketo, allowed=tuple(f.options)))
         else:
             rules.append(Rule("max_length", f.marketo, MARKETO_TEXT_MAX))
         if f.format == "email":
@@ -71,6 +76,8 @@ def _expectation(rule: Rule) -> Any:
         return gxe.ExpectColumnValuesToNotBeNull(column=rule.column)
     if rule.kind == "max_length":
         return gxe.ExpectColumnValueLengthsToBeBetween(column=rule.column, max_value=rule.limit)
+    if rule.kind == "in_set":
+        return gxe.ExpectColumnValuesToBeInSet(column=rule.column, value_set=list(rule.allowed or ()))
     return gxe.ExpectColumnValuesToMatchRegex(column=rule.column, regex=EMAIL_REGEX)
 
 

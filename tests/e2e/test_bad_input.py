@@ -22,3 +22,21 @@ def test_malformed_config_fails_the_tasks_and_names_the_problem(sandboxes, fresh
     out, err = capfd.readouterr()
     assert "entities.lead.collision_authority must be one of" in out + err
     assert fresh_state.count_links() == 0 and not fresh_state.is_populated()
+
+
+def test_a_configured_column_missing_in_dynamics_is_reported_and_the_rest_syncs(sandboxes, fresh_state, tmp_path,
+                                                                              monkeypatch):
+    drifted = tmp_path / "entities.yaml"
+    drifted.write_text(config_path().read_text().replace(
+        "      - {marketo: company, dynamics: companyname, max_length: 100}",
+        "      - {marketo: company, dynamics: companyname, max_length: 100}\n"
+        "      - {marketo: leadSource, dynamics: new_favouritecolour, max_length: 40}",
+    ))
+    monkeypatch.setenv("DYNAMICS_SYNC_CONFIG", str(drifted))
+    sandboxes.post("dynamics", "/_sandbox/reset")
+    sandboxes.post("marketo", "/_sandbox/reset")
+    sandboxes.post("dynamics", "/_sandbox/seed", {"leads": 20, "contacts": 5, "seed": 5})
+    assert str(run("dynamics_initial_sync").state) == "success"
+    assert fresh_state.count_links("lead") == 20
+    [drift] = fresh_state.activities(activity_type="schema_drift")
+    assert drift["field"] == "leadSource" and "no column 'new_favouritecolour'" in drift["reason"]
