@@ -252,3 +252,28 @@ def test_a_run_for_an_older_interval_resyncs_that_interval_only(world):
     ids = set(read_frame(extracted["dynamics"])["dynamics_id"])
     assert leads[6][0] in ids and leads[7][0] not in ids
     assert {side: store.watermark("lead", side) for side in ("dynamics", "marketo")} == marks
+
+
+def test_no_secret_or_token_in_task_logs_xcom_or_activity_log(world, sandboxes, capfd):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from dynamics_sync.hooks.marketo import MarketoHook
+
+    marketo, dynamics = sandboxes.marketo_info(), sandboxes.dynamics_info()
+    secrets = [marketo["client_secret"], marketo["user_client_secret"], dynamics["client_secret"],
+               dynamics["user_client_secret"], MarketoHook()._access_token()]
+    capfd.readouterr()
+    world["people"].edit_dynamics("lead", world["leads"][11][0], {"jobtitle": "Secret scan"})
+    dag_run = run("dynamics_incremental_sync")
+    out, err = capfd.readouterr()
+    assert str(dag_run.state) == "success"
+    with create_session() as session:
+        xcoms = [str(row.value) for row in session.scalars(XComModel.get_many(run_id=dag_run.run_id,
+                                                                              dag_ids=dag_run.dag_id))]
+    assert xcoms, "the run's XComs were read"
+    texts = {"task logs": out + err, "xcom": "\n".join(xcoms),
+             "activity_log": "\n".join(str(a) for a in world["store"].activities())}
+    for where, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret or token leaked into {where}"
