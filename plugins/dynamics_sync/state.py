@@ -106,6 +106,16 @@ activity_log = Table(
     Index("ix_activity_run", "dag_id", "run_id"),
 )
 
+entity_locks = Table(
+    "entity_locks",
+    metadata,
+    Column("entity", String(64), primary_key=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
 run_summary = Table(
     "run_summary",
     metadata,
@@ -302,10 +312,7 @@ class StateStore:
             ).first()
         if row is None:
             return None, None
-        updated = row.updated_at
-        if updated is not None and updated.tzinfo is None:  # SQLite drops the zone; we always store UTC
-            updated = updated.replace(tzinfo=dt.UTC)
-        return row.value, updated
+        return row.value, _aware(row.updated_at) if row.updated_at else None
 
     def activities(self, **where: Any) -> list[dict[str, Any]]:
         """Activity rows matching column=value filters, oldest first (e.g. email=..., run_id=...)."""
@@ -324,6 +331,35 @@ class StateStore:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    # ---- the per-entity lock ------------------------------------------------------------------------
+
+    def acquire_lock(self, entity: str, ctx: RunContext, ttl: dt.timedelta) -> None:
+        """Take the entity for this run, or raise EntityLocked naming the run that holds it.
+
+        The same run may take it again (a retried task); a lock whose run died expires after `ttl`.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            held = conn.execute(select(entity_locks).where(entity_locks.c.entity == entity)).first()
+            if held is not None and held.run_id != ctx.run_id and _aware(held.expires_at) > now:
+                raise EntityLocked(
+                    f"{entity} is being synced by {held.dag_id} run {held.run_id} (since "
+                    f"{_aware(held.acquired_at):%Y-%m-%d %H:%M:%S} UTC; the lock expires "
+                    f"{_aware(held.expires_at):%H:%M:%S} UTC)"
+                )
+            row = {"entity": entity, "dag_id": ctx.dag_id, "run_id": ctx.run_id, "acquired_at": now,
+                   "expires_at": now + ttl}
+            _upsert(conn, entity_locks, row, keys=["entity"])
+
+    def release_lock(self, entity: str, run_id: str) -> None:
+        """Free the entity if this run holds it (a no-op otherwise)."""
+        with self.engine.begin() as conn:
+            conn.execute(entity_locks.delete().where(entity_locks.c.entity == entity, entity_locks.c.run_id == run_id))
+
+    def lock_holder(self, entity: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(entity_locks.c.run_id).where(entity_locks.c.entity == entity)).scalar()
+
     # ---- writes ------------------------------------------------------------------------------------
 
     def commit_load(
@@ -334,8 +370,9 @@ class StateStore:
         activities: Sequence[Activity] = (),
         summaries: Sequence[dict[str, Any]] = (),
         marks: dict[tuple[str, str], str | None] | None = None,
+        release: str | None = None,
     ) -> None:
-        """Record everything one load step did, and advance its watermarks, in one transaction."""
+        """Record everything one load step did, advance its watermarks and release its entity lock, at once."""
         now = utcnow()
         activities = list(activities)
         with self.engine.begin() as conn:
@@ -364,6 +401,10 @@ class StateStore:
                     run_summary.insert(),
                     [{**s, "dag_id": ctx.dag_id, "run_id": ctx.run_id, "finished_at": now} for s in summaries],
                 )
+            if release is not None:
+                conn.execute(entity_locks.delete().where(
+                    entity_locks.c.entity == release, entity_locks.c.run_id == ctx.run_id
+                ))  # the same statement as release_lock, inside this transaction
             for (entity, side), value in (marks or {}).items():
                 _upsert(
                     conn,
@@ -433,6 +474,15 @@ class StateStore:
             keys=["link_id"],
         )
         return None
+
+
+class EntityLocked(Exception):
+    """Another run is syncing this entity; this one waits (the task is retried) instead of racing it."""
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands datetimes back without their zone; the store only ever writes UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _upsert(conn: Any, table: Table, row: dict[str, Any], keys: list[str]) -> None:

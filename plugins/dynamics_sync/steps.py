@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ from dynamics_sync.state import Activity, Link, RunContext, StateStore, as_text
 log = logging.getLogger(__name__)
 INITIAL, INCREMENTAL = "initial", "incremental"
 MARKETO_OVERLAP = dt.timedelta(seconds=60)
+# An entity's lock outlives a crashed run by this much at most; a healthy run releases it at its load commit.
+LOCK_TTL = dt.timedelta(seconds=float(os.environ.get("DYNAMICS_SYNC_LOCK_TTL_S", 3600)))
 
 
 @dataclass
@@ -71,6 +74,7 @@ def _now() -> dt.datetime:
 def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     configured = load_entities()[entity]
     store = StateStore.from_connection()
+    store.acquire_lock(configured.name, run.ctx, LOCK_TTL)
     dynamics, marketo = DynamicsHook(), MarketoHook()
     started = _now()
     columns = metadata.describe(dynamics, configured)
@@ -253,6 +257,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
         activities=activities,
         summaries=summaries,
         marks=marks,
+        release=spec.name,
     )
     store.dispose()
     result = {

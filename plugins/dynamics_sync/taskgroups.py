@@ -11,11 +11,12 @@ import datetime as dt
 import os
 from typing import Any
 
-from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task, task_group
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, TaskGroup, get_current_context, task
 
 from dynamics_sync import steps
 from dynamics_sync.entities import ConfigError
 from dynamics_sync.errors import ApiError, AuthError, QuotaExhausted, RefusedToRun, ServiceUnavailable
+from dynamics_sync.state import EntityLocked
 
 MARKETO_POOL = "marketo_api"
 DYNAMICS_POOL = "dynamics_api"
@@ -27,7 +28,7 @@ RETRY_POLICY = ExceptionRetryPolicy(
         RetryRule(exception=RefusedToRun, action=RetryAction.FAIL, reason="refused on purpose; see the message"),
         RetryRule(exception=QuotaExhausted, action=RetryAction.FAIL,
                   reason="daily API quota spent; the next run resumes from the unchanged watermark"),
-        RetryRule(exception=[ServiceUnavailable, ApiError], action=RetryAction.RETRY),
+        RetryRule(exception=[ServiceUnavailable, ApiError, EntityLocked], action=RetryAction.RETRY),
     ]
 )
 
@@ -55,27 +56,44 @@ def run_info() -> steps.RunInfo:
     )
 
 
-def entity_sync(entity: str, mode: str) -> Any:
-    """extract >> transform (conflict-resolve) >> validate (Great Expectations) >> load, for one entity."""
+def release_lock_on_failure(entity: str) -> Any:
+    """A task of this entity failed for good: free the entity for the next run at once, not after the TTL."""
 
-    @task_group(group_id=entity, tooltip=f"sync {entity}: extract, transform, validate, load")
-    def group() -> Any:
-        @task(pool=MARKETO_POOL)
+    def callback(context: Any) -> None:
+        from dynamics_sync.state import StateStore
+
+        store = StateStore.from_connection()
+        try:
+            store.release_lock(entity, context["dag_run"].run_id)
+        finally:
+            store.dispose()
+
+    return callback
+
+
+def entity_sync(entity: str, mode: str) -> TaskGroup:
+    """extract >> transform (conflict-resolve) >> validate (Great Expectations) >> load, for one entity.
+
+    Returns the group itself, so `guard >> entity_sync(...)` puts the guard before every step.
+    """
+    released = release_lock_on_failure(entity)
+    with TaskGroup(group_id=entity, tooltip=f"sync {entity}: extract, transform, validate, load") as group:
+
+        @task(pool=MARKETO_POOL, on_failure_callback=released)
         def extract() -> dict[str, Any]:
             return steps.extract_step(entity, mode, run_info())
 
-        @task
+        @task(on_failure_callback=released)
         def transform(extracted: dict[str, Any]) -> dict[str, Any]:
             return steps.transform_step(entity, extracted, run_info())
 
-        @task
+        @task(on_failure_callback=released)
         def validate(transformed: dict[str, Any]) -> dict[str, Any]:
             return steps.validate_step(entity, transformed, run_info())
 
-        @task(pool=MARKETO_POOL)
+        @task(pool=MARKETO_POOL, on_failure_callback=released)
         def load(validated: dict[str, Any]) -> dict[str, Any]:
             return steps.load_step(entity, validated, run_info())
 
-        return load(validate(transform(extract())))
-
-    return group()
+        load(validate(transform(extract())))
+    return group

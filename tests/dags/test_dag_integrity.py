@@ -42,6 +42,12 @@ def test_one_group_with_four_steps_per_entity(dagbag, dag_id):
             assert downstream in dag.task_dict[upstream].downstream_task_ids
 
 
+def test_the_initial_copy_guard_runs_before_any_entity_step(dagbag):
+    dag = dagbag.get_dag("dynamics_initial_sync")
+    for entity in load_entities():
+        assert "check_state_store" in dag.task_dict[f"{entity}.extract"].upstream_task_ids
+
+
 def test_schedules(dagbag):
     initial = dagbag.get_dag("dynamics_initial_sync")
     incremental = dagbag.get_dag("dynamics_incremental_sync")

@@ -98,6 +98,8 @@ def test_initial_copy_refuses_a_populated_state_store(world):
     before = world["store"].count_links()
     dag_run = run("dynamics_initial_sync")
     assert str(dag_run.state) == "failed"
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert states["check_state_store"] == "failed" and states["lead.extract"] == "upstream_failed"
     assert world["store"].count_links() == before
 
 
@@ -212,6 +214,7 @@ def test_a_failed_load_leaves_the_watermark_and_the_change_for_the_next_run(worl
     failed = run("dynamics_incremental_sync")
     assert str(failed.state) == "failed"
     assert store.watermark("lead", "dynamics") == mark
+    assert store.lock_holder("lead") is None, "a run that gave up frees its entities at once"
     assert people.read_marketo(leads[5][1])["title"] != "After the outage"
     monkeypatch.undo()
     connections.use_sandboxes(sandboxes, override=True)
@@ -277,3 +280,21 @@ def test_no_secret_or_token_in_task_logs_xcom_or_activity_log(world, sandboxes, 
     for where, text in texts.items():
         for secret in secrets:
             assert secret not in text, f"a secret or token leaked into {where}"
+
+
+def test_a_run_never_syncs_an_entity_another_run_holds(world):
+    import datetime as dt
+
+    from dynamics_sync.state import RunContext
+
+    store = world["store"]
+    other = RunContext("dynamics_incremental_sync", "backfill__overlapping")
+    store.acquire_lock("lead", other, dt.timedelta(minutes=10))
+    mark = store.watermark("lead", "dynamics")
+    blocked = run("dynamics_incremental_sync")
+    states = {ti.task_id: str(ti.state) for ti in blocked.get_task_instances()}
+    assert states["lead.extract"] == "failed" and states["contact.load"] == "success"
+    assert store.watermark("lead", "dynamics") == mark and store.lock_holder("lead") == other.run_id
+    store.commit_load(other, release="lead")  # the other run finishes
+    assert str(run("dynamics_incremental_sync").state) == "success"
+    assert store.lock_holder("lead") is None

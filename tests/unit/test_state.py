@@ -120,3 +120,20 @@ def test_a_person_claimed_by_two_records_links_the_first_and_reports_the_second(
     assert store.links_by_marketo([8])[8].dynamics_id == "c-2"
     [report] = store.activities(activity_type="already_linked")
     assert (report["dynamics_id"], report["marketo_id"]) == ("c-1", 7) and "lead d-1" in report["reason"]
+
+
+def test_one_run_at_a_time_per_entity(store: StateStore):
+    import datetime as dt
+
+    from dynamics_sync.state import EntityLocked
+
+    a, b = RunContext("dag", "run-a"), RunContext("dag", "run-b")
+    store.acquire_lock("lead", a, dt.timedelta(hours=1))
+    store.acquire_lock("lead", a, dt.timedelta(hours=1))  # a retried task of the same run
+    store.acquire_lock("contact", b, dt.timedelta(hours=1))  # another entity is free
+    with pytest.raises(EntityLocked, match="run-a"):
+        store.acquire_lock("lead", b, dt.timedelta(hours=1))
+    store.commit_load(a, release="lead")
+    store.acquire_lock("lead", b, dt.timedelta(seconds=-1))  # free again; b's lock is already expired
+    store.acquire_lock("lead", a, dt.timedelta(hours=1))  # so a crashed run's lock does not block forever
+    assert store.lock_holder("lead") == "run-a"
