@@ -2,8 +2,10 @@
 
 Why: one TLS port serves everything a real deployment spreads over login.microsoftonline.com and
 <org>.crm.dynamics.com, plus an unauthenticated control surface for tests and tools (info, reset,
-seed, limits, stats). HTTP concerns live here: bearer-token checks with the real 401 shapes,
-service-protection admission (429 + Retry-After), optional latency, and translating between
+seed, limits, stats, faults). HTTP concerns live here: bearer-token checks with the real 401 shapes,
+service-protection admission (429 + Retry-After: requests, concurrency and execution time), injected
+faults (POST/GET/DELETE /_sandbox/faults; an integer code answered as Dataverse or Entra ID would),
+optional latency, and translating between
 Starlette requests and the transport-neutral ``ApiRequest``/``ApiResponse`` of ``webapi``.
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from . import seed as seeding
 from . import tables as t
 from .identity import AuthError, Identity, TokenError
-from .protection import Limits, LimitsError, ServiceProtection
+from .protection import FaultError, Faults, Limits, LimitsError, ServiceProtection, fault_error
 from .protocol import API_PREFIX, ApiRequest, ApiResponse, dumps
 from .records import now_utc
 from .store import Store
@@ -64,6 +68,33 @@ def _ensure_system_users(store: Store, identity: Identity) -> None:
             })
 
 
+def _ensure_default_team(store: Store, identity: Identity) -> None:
+    """The business unit's default owner team (teams are read-only here, like systemusers)."""
+    table = store.tables["team"]
+    team_id = str(uuid.uuid5(uuid.UUID(identity.creds["business_unit_id"]), "default-team"))
+    if store.get(table, team_id) is not None:
+        return
+    stamp = now_utc()
+    with store.transaction():
+        store.insert(table, {
+            "teamid": team_id, "name": "sandbox", "teamtype": 0, "isdefault": 1,
+            "businessunitid": identity.creds["business_unit_id"], "administratorid": identity.creds["user_id"],
+            "description": "Default team of the root business unit.", "createdon": stamp, "modifiedon": stamp,
+            "createdby": identity.creds["user_id"], "modifiedby": identity.creds["user_id"],
+            "versionnumber": store.allocate_versions(1),
+        })
+
+
+def _rss_mb() -> float:
+    """Current resident set size in MiB (Linux /proc; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * resource.getpagesize() / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _to_response(api: ApiResponse, extra: dict[str, str] | None = None) -> Response:
     headers = dict(api.headers)
     headers.update(extra or {})
@@ -85,6 +116,8 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
     identity = Identity(state_dir, base_url, lambda: int(limits["token_ttl_s"]))
     store = Store(state_dir, t.TABLES)
     _ensure_system_users(store, identity)
+    _ensure_default_team(store, identity)
+    faults = Faults()
     web = WebApi(store, limits, protection, base_url, identity.creds["business_unit_id"],
                  identity.creds["organization_id"])
     tenant = identity.tenant_id
@@ -100,6 +133,7 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
     app.state.store = store
     app.state.identity = identity
     app.state.limits = limits
+    app.state.faults = faults
 
     # ------------------------------------------------------------------ control surface
     @app.get("/_sandbox/info")
@@ -131,6 +165,16 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
             return JSONResponse({"ok": False, "error": "body must be JSON"}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"ok": False, "error": "body must be a JSON object"}, status_code=400)
+        if "entity" in body:  # {"entity": "contact", "count": N, "seed": S, ...}
+            try:
+                plan = seeding.parse_entity_form(body, MAX_SEED_ROWS)
+            except ValueError as exc:
+                return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+            started = time.monotonic()
+            result = await run_in_threadpool(seeding.seed_entity, store, plan, identity.creds["user_id"],
+                                             identity.creds["sync_user_id"])
+            result["seconds"] = round(time.monotonic() - started, 2)
+            return JSONResponse(result)
         args = {k: body.get(k, d) for k, d in (("leads", 0), ("contacts", 0), ("seed", 42))}
         if any(isinstance(v, bool) or not isinstance(v, int) for v in args.values()) or \
                 not 0 <= args["leads"] <= MAX_SEED_ROWS or not 0 <= args["contacts"] <= MAX_SEED_ROWS:
@@ -139,6 +183,24 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
         result = await run_in_threadpool(seeding.seed, store, args["leads"], args["contacts"], args["seed"],
                                          identity.creds["user_id"])
         return JSONResponse(result)
+
+    @app.post("/_sandbox/faults")
+    async def add_faults(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                raise FaultError("body must be a JSON object")
+            return JSONResponse({"ok": True, "faults": faults.add(body)})
+        except (ValueError, FaultError) as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+
+    @app.get("/_sandbox/faults")
+    def list_faults() -> dict[str, Any]:
+        return {"faults": faults.pending(), "fired": faults.fired}
+
+    @app.delete("/_sandbox/faults")
+    def clear_faults() -> dict[str, Any]:
+        return {"ok": True, "cleared": faults.clear()}
 
     @app.get("/_sandbox/limits")
     def get_limits() -> dict[str, Any]:
@@ -161,6 +223,12 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
         out = protection.stats()
         for logical in t.DATA_TABLES:
             out[store.tables[logical].entity_set] = store.table_count(logical)
+        out["tombstones"] = store.tombstone_count()
+        out["version"] = store.current_version()
+        out["faults_fired"] = faults.fired
+        out["faults_pending"] = len(faults.pending())
+        out["rss_mb"] = _rss_mb()
+        out["db_mb"] = round(sum(f.stat().st_size for f in state_dir.glob("dynamics.sqlite3*")) / 2**20, 1)
         return out
 
     # ------------------------------------------------------------------ Entra ID
@@ -193,6 +261,18 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
         headers = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
         if correlation:
             headers["client-request-id"] = correlation
+        fault = faults.take("token", "POST", "token", form.get("client_id", ""), "")
+        if fault is not None:
+            if fault.delay_ms:
+                await asyncio.sleep(fault.delay_ms / 1000)
+            # Entra ID's throttling / outage answers (exact AADSTS numbers unconfirmed).
+            err = TokenError(fault.code, "temporarily_unavailable" if fault.code >= 429 else "invalid_request",
+                             50196 if fault.code == 429 else 90033 if fault.code >= 500 else 90014,
+                             "The server is temporarily too busy to handle the request." if fault.code >= 429
+                             else "The request is not valid.")
+            if fault.code in (429, 503):
+                headers["Retry-After"] = str(fault.retry_after)
+            return JSONResponse(identity.error_body(err, correlation), status_code=fault.code, headers=headers)
         try:
             body = identity.issue_token(tenant_name, form, request.headers.get("authorization"))
         except TokenError as err:
@@ -228,11 +308,20 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
                 media_type="application/json; odata.metadata=minimal",
                 headers={"Retry-After": str(throttled.retry_after), "OData-Version": "4.0"},
             )
+        started = time.monotonic()
         try:
             delay = int(limits["latency_ms"])
             if delay:
                 await asyncio.sleep(delay / 1000)
             path = request.scope["path"][len(API_PREFIX):].lstrip("/")
+            fault = faults.take("api", request.method, path, user, principal.role)
+            if fault is not None:
+                if fault.delay_ms:
+                    await asyncio.sleep(fault.delay_ms / 1000)
+                status, body, fault_headers = fault_error(fault, limits)
+                return Response(content=dumps(body), status_code=status,
+                                media_type="application/json; odata.metadata=minimal",
+                                headers={**fault_headers, "OData-Version": "4.0", "REQ_ID": str(uuid.uuid4())})
             headers: dict[str, list[str]] = {}
             for name, value in request.headers.items():
                 headers.setdefault(name.lower(), []).append(value)
@@ -247,9 +336,10 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
             return _to_response(result, {
                 "REQ_ID": str(uuid.uuid4()),
                 "x-ms-ratelimit-burst-remaining-xrm-requests": str(protection.remaining(user)),
+                "x-ms-ratelimit-time-remaining-xrm-requests": f"{protection.time_remaining_ms(user) / 1000:.2f}",
             })
         finally:
-            protection.leave(user)
+            protection.leave(user, time.monotonic() - started)
 
     methods = ["GET", "POST", "PATCH", "PUT", "DELETE"]
     app.add_api_route(API_PREFIX, webapi, methods=methods, include_in_schema=False)

@@ -67,6 +67,7 @@ class Principal:
     fullname: str
     object_id: str
     privileged: bool
+    role: str = "sync"  # "sync" (the sync's app user) or "user" (a person editing in Dynamics)
 
 
 class AuthError(Exception):
@@ -154,7 +155,7 @@ class Identity:
             self.creds["user_client_id"]: (
                 self.creds["user_client_secret"],
                 Principal(self.creds["user_client_id"], self.creds["user_id"], USER_APP_NAME,
-                          self.creds["user_client_object_id"], False),
+                          self.creds["user_client_object_id"], False, "user"),
             ),
         }
         # Loopback aliases name the same resource: a token asked for with either host works.

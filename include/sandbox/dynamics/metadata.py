@@ -49,6 +49,12 @@ EDM_TYPES = {
 }
 
 
+def edm_of(col: t.Column) -> str:
+    if col.type == t.DATETIME and col.behavior == "DateOnly":
+        return "Edm.Date"
+    return EDM_TYPES.get(col.type, "Edm.String")
+
+
 def _id(*parts: str) -> str:
     return str(uuid.uuid5(_NS, ":".join(parts)))
 
@@ -83,9 +89,10 @@ def entity_metadata(table: t.Table) -> dict[str, Any]:
         "ObjectTypeCode": table.object_type_code,
         "OwnershipType": "UserOwned" if table.column("ownerid") else "BusinessOwned",
         "ChangeTrackingEnabled": table.change_tracking,
+        "CanChangeTrackingBeEnabled": managed(True, "canchangetrackingbeenabled"),
         "IsOptimisticConcurrencyEnabled": True,
-        "IsCustomEntity": False,
-        "IsManaged": True,
+        "IsCustomEntity": table.custom,
+        "IsManaged": not table.custom,
         "IsActivity": False,
         "IsIntersect": False,
         "IsPrivate": False,
@@ -191,7 +198,7 @@ def attribute_metadata(table: t.Table, col: t.Column, index: int) -> dict[str, A
         "SchemaName": col.schema_name,
         "DisplayName": label(col.display, table.logical_name, col.name),
         "Description": label("", table.logical_name, col.name),
-        "IsCustomAttribute": False,
+        "IsCustomAttribute": col.custom,
         "IsManaged": True,
         "IsLogical": False,
         "IsPrimaryId": col.name == table.primary_id,
@@ -237,11 +244,21 @@ def attribute_metadata(table: t.Table, col: t.Column, index: int) -> dict[str, A
         data.update({"MaxLength": col.max_length, "DatabaseLength": (col.max_length or 0) * 2, "Format": fmt,
                      "FormatName": {"Value": fmt}, "ImeMode": "Auto", "IsLocalizable": False, "YomiOf": None})
     elif col.type == t.INTEGER:
-        data.update({"MinValue": -2147483648, "MaxValue": 2147483647, "Format": "None"})
+        data.update({"MinValue": int(col.min_value) if col.min_value is not None else -2147483648,
+                     "MaxValue": int(col.max_value) if col.max_value is not None else 2147483647,
+                     "Format": "None"})
+    elif col.type in (t.MONEY, t.DECIMAL, t.DOUBLE):
+        data.update({"MinValue": col.min_value if col.min_value is not None else -922337203685477,
+                     "MaxValue": col.max_value if col.max_value is not None else 922337203685477,
+                     "Precision": 2, "ImeMode": "Auto"})
+        if col.type == t.MONEY:
+            data.update({"PrecisionSource": 2, "IsBaseCurrency": False, "CalculationOf": None})
     elif col.type == t.BIGINT:
         data.update({"MinValue": -9223372036854775808, "MaxValue": 9223372036854775807})
     elif col.type == t.DATETIME:
-        data.update({"Format": "DateAndTime", "DateTimeBehavior": {"Value": "UserLocal"}, "ImeMode": "Inactive",
+        date_only = col.behavior == "DateOnly"
+        data.update({"Format": "DateOnly" if date_only else "DateAndTime",
+                     "DateTimeBehavior": {"Value": col.behavior or "UserLocal"}, "ImeMode": "Inactive",
                      "MinSupportedValue": "1753-01-01T00:00:00Z", "MaxSupportedValue": "9999-12-30T23:59:59Z",
                      "CanChangeDateTimeBehavior": managed(False, "canchangedatetimebehavior", False)})
     elif col.type in t.CHOICE_TYPES:
@@ -252,6 +269,51 @@ def attribute_metadata(table: t.Table, col: t.Column, index: int) -> dict[str, A
     elif col.is_lookup:
         data.update({"Targets": list(col.targets), "Format": "None"})
     return data
+
+
+def entity_keys(table: t.Table) -> list[dict[str, Any]]:
+    """EntityKeyMetadata for the table's alternate keys."""
+    out = []
+    for cols in table.alternate_keys:
+        name = f"{table.logical_name}_{'_'.join(cols)}_key" if not table.custom else f"{cols[0]}_key"
+        display = " ".join(table.column(c).display for c in cols if table.column(c)) + " Key"
+        out.append({"MetadataId": _id("key", table.logical_name, *cols), "HasChanged": None,
+                    "LogicalName": name, "SchemaName": name, "EntityLogicalName": table.logical_name,
+                    "KeyAttributes": list(cols), "EntityKeyIndexStatus": "Active", "IsManaged": not table.custom,
+                    "IsSynchronous": False, "IsExportKey": False, "IntroducedVersion": "1.0",
+                    "AsyncJob": None, "DisplayName": label(display, table.logical_name, "key", *cols),
+                    "IsCustomizable": managed(True, "iscustomizable")})
+    return out
+
+
+def relationships(tables: dict[str, t.Table]) -> list[dict[str, Any]]:
+    """One-to-many relationships behind every lookup between served tables."""
+    out = []
+    for table in tables.values():
+        for col in table.columns:
+            for nav, targets in col.nav_names().items():
+                for target in targets:
+                    ref = tables.get(target)
+                    if ref is None:
+                        continue
+                    schema = f"{table.logical_name}_{col.name}_{target}" if col.type != t.OWNER else \
+                        f"{target}_{table.logical_name}s"
+                    out.append({
+                        "@odata.type": "#Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
+                        "MetadataId": _id("relationship", schema), "HasChanged": None, "SchemaName": schema,
+                        "RelationshipType": "OneToManyRelationship", "IsCustomRelationship": col.custom,
+                        "IsManaged": not col.custom, "IsValidForAdvancedFind": True, "SecurityTypes": "None",
+                        "ReferencedEntity": target, "ReferencedAttribute": ref.primary_id,
+                        "ReferencingEntity": table.logical_name, "ReferencingAttribute": col.name,
+                        "ReferencingEntityNavigationPropertyName": nav,
+                        "ReferencedEntityNavigationPropertyName": schema,
+                        "IsHierarchical": target == table.logical_name,
+                        "CascadeConfiguration": {"Assign": "NoCascade", "Delete": "RemoveLink",
+                                                 "Merge": "NoCascade", "Reparent": "NoCascade",
+                                                 "Share": "NoCascade", "Unshare": "NoCascade",
+                                                 "RollupView": "NoCascade"},
+                    })
+    return out
 
 
 def attributes(table: t.Table) -> list[dict[str, Any]]:
@@ -344,6 +406,7 @@ class MetadataApi:
 
     def __init__(self, tables: tuple[t.Table, ...], api_url: str) -> None:
         self.tables = {table.logical_name: table for table in tables}
+        self.relationships = relationships(self.tables)
         self.by_id = {_id("entity", table.logical_name): table for table in tables}
         self.api = api_url
 
@@ -395,6 +458,12 @@ class MetadataApi:
             if nav == "Attributes":
                 item[nav] = self._attribute_items(table, None, parse_expand(options.get("$expand")), options,
                                                   aliases)
+            elif nav == "Keys":
+                item[nav] = entity_keys(table)
+            elif nav == "ManyToOneRelationships":
+                item[nav] = [r for r in self.relationships if r["ReferencingEntity"] == table.logical_name]
+            elif nav == "OneToManyRelationships":
+                item[nav] = [r for r in self.relationships if r["ReferencedEntity"] == table.logical_name]
             elif nav in _EMPTY_ENTITY_NAVS:
                 item[nav] = []
             else:
@@ -429,6 +498,26 @@ class MetadataApi:
             ctx = f"{self.api}$metadata#EntityDefinitions" + (f"({sel})" if sel else "") + "/$entity"
             return ApiResponse.json(200, {"@odata.context": ctx, **item})
 
+        if rest[0][0] in ("Keys", "ManyToOneRelationships", "OneToManyRelationships") and len(rest) == 1:
+            item = {"LogicalName": table.logical_name}
+            self._expand_entity(item, table, {rest[0][0]: {}}, aliases)
+            values = item[rest[0][0]]
+            if rest[0][1] is not None:
+                wanted = rest[0][1].strip("'")
+                if "=" in wanted:
+                    wanted = wanted.split("=", 1)[1].strip().strip("'")
+                match = [v for v in values if v["MetadataId"] == wanted or v.get("LogicalName") == wanted
+                         or v.get("SchemaName") == wanted]
+                if not match:
+                    raise ApiError(404, "0x80040217", f"Could not find {rest[0][0]} '{wanted}'.")
+                ctx = f"{self.api}$metadata#EntityDefinitions('{table.logical_name}')/{rest[0][0]}/$entity"
+                return ApiResponse.json(200, {"@odata.context": ctx, **match[0]})
+            values = _filter(values, params.get("$filter"), aliases)
+            sel = params.get("$select")
+            if sel:
+                values = [{k: v.get(k) for k in ["MetadataId", *sel.split(",")]} for v in values]
+            ctx = f"{self.api}$metadata#EntityDefinitions('{table.logical_name}')/{rest[0][0]}"
+            return ApiResponse.json(200, {"@odata.context": ctx, "value": values})
         if rest[0][0] != "Attributes":
             raise segment_not_found(rest[0][0])
         attr_key = rest[0][1]
@@ -464,39 +553,99 @@ class MetadataApi:
 
 
 def csdl(tables: tuple[t.Table, ...]) -> bytes:
-    """A compact CSDL document describing the entity sets, their properties and WhoAmI."""
+    """CSDL for the served entity sets: types, keys, alternate keys, navigation properties, actions, functions."""
+    by_name = {tb.logical_name: tb for tb in tables}
     lines = [
         '<?xml version="1.0" encoding="utf-8"?>',
         '<edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx">',
+        '<edmx:Reference Uri="http://vocabularies.odata.org/OData.Community.Keys.V1.xml">'
+        '<edmx:Include Namespace="OData.Community.Keys.V1" Alias="Keys"/></edmx:Reference>',
+        '<edmx:Reference Uri="http://vocabularies.odata.org/OData.Community.Display.V1.xml">'
+        '<edmx:Include Namespace="OData.Community.Display.V1" Alias="Display"/></edmx:Reference>',
+        '<edmx:Reference Uri="https://oasis-tcs.github.io/odata-vocabularies/vocabularies/Org.OData.Capabilities.V1.xml">'
+        '<edmx:Include Namespace="Org.OData.Capabilities.V1" Alias="Capabilities"/></edmx:Reference>',
         "<edmx:DataServices>",
         '<Schema Namespace="Microsoft.Dynamics.CRM" Alias="mscrm" xmlns="http://docs.oasis-open.org/odata/ns/edm">',
         '<EntityType Name="crmbaseentity" Abstract="true"/>',
         '<EntityType Name="principal" BaseType="mscrm.crmbaseentity" Abstract="true">'
         '<Property Name="ownerid" Type="Edm.Guid"/></EntityType>',
+        '<EntityType Name="businessunit" BaseType="mscrm.crmbaseentity"><Key><PropertyRef Name="businessunitid"/>'
+        '</Key><Property Name="businessunitid" Type="Edm.Guid"/><Property Name="name" Type="Edm.String"/>'
+        '</EntityType>',
     ]
     for table in tables:
-        lines.append(f"<EntityType Name={quoteattr(table.logical_name)} BaseType=\"mscrm.crmbaseentity\">")
-        lines.append(f"<Key><PropertyRef Name={quoteattr(table.primary_id)}/></Key>")
+        base = "mscrm.principal" if table.logical_name in ("systemuser", "team") else "mscrm.crmbaseentity"
+        lines.append(f"<EntityType Name={quoteattr(table.logical_name)} BaseType=\"{base}\">")
+        key_name = "ownerid" if base == "mscrm.principal" else table.primary_id
+        lines.append(f"<Key><PropertyRef Name={quoteattr(key_name)}/></Key>")
         for col in table.columns:
+            if base == "mscrm.principal" and col.name == table.primary_id:
+                continue
             extra = f' MaxLength="{col.max_length}"' if col.max_length and col.type in (t.STRING, t.MEMO) else ""
-            lines.append(f"<Property Name={quoteattr(col.json_name)} Type=\"{EDM_TYPES.get(col.type, 'Edm.String')}\""
-                         f"{extra}/>")
+            if col.type in (t.MONEY, t.DECIMAL):
+                extra = ' Scale="Variable"'
+            lines.append(f"<Property Name={quoteattr(col.json_name)} Type=\"{edm_of(col)}\"{extra}/>")
         for col in table.columns:
-            if col.is_lookup:
-                target = "principal" if len(col.targets) > 1 else col.targets[0]
-                lines.append(f"<NavigationProperty Name={quoteattr(col.name)} Type=\"mscrm.{target}\"/>")
+            for nav, targets in col.nav_names().items():
+                target = "principal" if len(targets) > 1 else targets[0]
+                if target not in by_name and target not in ("principal", "businessunit"):
+                    continue
+                referenced = "ownerid" if target == "principal" else (
+                    by_name[target].primary_id if target in by_name else target + "id")
+                lines.append(f"<NavigationProperty Name={quoteattr(nav)} Type=\"mscrm.{target}\" "
+                             f"Partner={quoteattr(f'{table.logical_name}_{col.name}')}>"
+                             f"<ReferentialConstraint Property={quoteattr(col.json_name)} "
+                             f"ReferencedProperty={quoteattr(referenced)}/></NavigationProperty>")
+        if table.alternate_keys:
+            lines.append('<Annotation Term="OData.Community.Keys.V1.AlternateKeys"><Collection>')
+            for cols in table.alternate_keys:
+                lines.append('<Record Type="OData.Community.Keys.V1.AlternateKey"><PropertyValue Property="Key">'
+                             '<Collection>' + "".join(
+                                 '<Record Type="OData.Community.Keys.V1.PropertyRef"><PropertyValue '
+                                 f'Property="Alias" String={quoteattr(c)}/><PropertyValue Property="Name" '
+                                 f'PropertyPath={quoteattr(c)}/></Record>' for c in cols)
+                             + "</Collection></PropertyValue></Record>")
+            lines.append("</Collection></Annotation>")
         lines.append("</EntityType>")
     lines.append('<ComplexType Name="WhoAmIResponse"><Property Name="BusinessUnitId" Type="Edm.Guid" '
                  'Nullable="false"/><Property Name="UserId" Type="Edm.Guid" Nullable="false"/>'
                  '<Property Name="OrganizationId" Type="Edm.Guid" Nullable="false"/></ComplexType>')
+    for action in ("CreateMultiple", "UpsertMultiple"):
+        lines.append(f'<ComplexType Name="{action}Response"><Property Name="Ids" Type="Collection(Edm.Guid)" '
+                     'Nullable="false"/></ComplexType>')
+    lines.append('<ComplexType Name="BulkDeleteResponse"><Property Name="JobId" Type="Edm.Guid" '
+                 'Nullable="false"/></ComplexType>')
+    lines.append('<ComplexType Name="QueryExpression"><Property Name="EntityName" Type="Edm.String"/>'
+                 '<Property Name="Criteria" Type="Edm.Untyped"/><Property Name="ColumnSet" Type="Edm.Untyped"/>'
+                 '</ComplexType>')
     lines.append('<Function Name="WhoAmI"><ReturnType Type="mscrm.WhoAmIResponse" Nullable="false"/></Function>')
+    for action in ("CreateMultiple", "UpdateMultiple", "UpsertMultiple"):
+        returns = "" if action == "UpdateMultiple" else \
+            f'<ReturnType Type="mscrm.{action}Response" Nullable="false"/>'
+        lines.append(f'<Action Name="{action}" IsBound="true"><Parameter Name="entityset" '
+                     'Type="Collection(mscrm.crmbaseentity)" Nullable="false"/><Parameter Name="Targets" '
+                     f'Type="Collection(mscrm.crmbaseentity)" Nullable="false"/>{returns}</Action>')
+    lines.append('<Action Name="BulkDelete"><Parameter Name="QuerySet" Type="Collection(mscrm.QueryExpression)" '
+                 'Nullable="false"/><Parameter Name="JobName" Type="Edm.String" Nullable="false"/>'
+                 '<Parameter Name="SendEmailNotification" Type="Edm.Boolean" Nullable="false"/>'
+                 '<Parameter Name="ToRecipients" Type="Collection(Edm.Guid)" Nullable="false"/>'
+                 '<Parameter Name="CCRecipients" Type="Collection(Edm.Guid)" Nullable="false"/>'
+                 '<Parameter Name="RecurrencePattern" Type="Edm.String" Nullable="false"/>'
+                 '<Parameter Name="StartDateTime" Type="Edm.DateTimeOffset" Nullable="false"/>'
+                 '<ReturnType Type="mscrm.BulkDeleteResponse" Nullable="false"/></Action>')
     lines.append('<EntityContainer Name="System">')
     for table in tables:
         lines.append(f"<EntitySet Name={quoteattr(table.entity_set)} "
-                     f"EntityType={quoteattr('Microsoft.Dynamics.CRM.' + table.logical_name)}>"
-                     '<Annotation Term="Org.OData.Capabilities.V1.ChangeTracking"><Record>'
+                     f"EntityType={quoteattr('Microsoft.Dynamics.CRM.' + table.logical_name)}>")
+        for col in table.columns:
+            for nav, targets in col.nav_names().items():
+                if len(targets) == 1 and targets[0] in by_name:
+                    lines.append(f"<NavigationPropertyBinding Path={quoteattr(nav)} "
+                                 f"Target={quoteattr(by_name[targets[0]].entity_set)}/>")
+        lines.append('<Annotation Term="Org.OData.Capabilities.V1.ChangeTracking"><Record>'
                      f'<PropertyValue Property="Supported" Bool="{str(table.change_tracking).lower()}"/>'
                      "</Record></Annotation></EntitySet>")
     lines.append('<FunctionImport Name="WhoAmI" Function="Microsoft.Dynamics.CRM.WhoAmI"/>')
+    lines.append('<ActionImport Name="BulkDelete" Action="Microsoft.Dynamics.CRM.BulkDelete"/>')
     lines += ["</EntityContainer>", "</Schema>", "</edmx:DataServices>", "</edmx:Edmx>"]
     return "\n".join(lines).encode("utf-8")

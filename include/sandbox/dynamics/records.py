@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from . import tables as t
-from .metadata import EDM_TYPES
+from .metadata import edm_of
 from .odata_filter import format_datetime, parse_datetime
 from .protocol import (
     ASSOCIATED_NAV,
@@ -49,6 +49,25 @@ def not_found(table: t.Table, row_id: str) -> ApiError:
     return ApiError(404, "0x80040217", f"{table.logical_name} With Id = {row_id} Does Not Exist")
 
 
+MIN_DATE = dt.datetime(1753, 1, 1, tzinfo=dt.UTC)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def out_of_range(table: t.Table, col: t.Column, value: Any, low: str, high: str) -> ApiError:
+    # Message shape follows the documented MaxLength / choice validation errors; the exact text and code
+    # for numeric and date ranges could not be confirmed.
+    return ApiError(
+        400, "0x80044331",
+        f"A validation error occurred.  The value {value} of '{col.name}' on record of type '{table.logical_name}' "
+        f"is outside the valid range. Accepted Range: {low} to {high}",
+    )
+
+
 def required_error(col: t.Column) -> ApiError:
     # Code 0x80040203 (InvalidArgument) is what Dataverse answers for argument validation failures;
     # the exact message for a missing SystemRequired column could not be confirmed.
@@ -66,7 +85,7 @@ class RecordCodec:
     def _convert(self, table: t.Table, col: t.Column, value: Any) -> Any:
         if value is None:
             return None
-        edm = EDM_TYPES.get(col.type, "Edm.String")
+        edm = edm_of(col)
 
         def bad() -> ApiError:
             shown = str(value).lower() if isinstance(value, bool) else value
@@ -91,6 +110,11 @@ class RecordCodec:
                     value = int(value)
                 else:
                     raise bad()
+            limit = (-2**31, 2**31 - 1) if col.type != t.BIGINT else (-2**63, 2**63 - 1)
+            if not limit[0] <= value <= limit[1]:
+                raise bad()
+            if col.type == t.INTEGER:
+                self._check_range(table, col, value)
             if col.type in t.CHOICE_TYPES and value not in {o.value for o in col.options}:
                 accepted = ",".join(str(o.value) for o in col.options)
                 raise ApiError(
@@ -104,16 +128,30 @@ class RecordCodec:
                 raise bad()
             return 1 if value else 0
         if col.type in ("Decimal", "Money", "Double"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise bad()
+            self._check_range(table, col, value)
             return float(value)
         if col.type == t.DATETIME:
             if not isinstance(value, str):
                 raise bad()
+            if col.behavior == "DateOnly":
+                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                    raise bad()
+                try:
+                    day = dt.date.fromisoformat(value)
+                except ValueError:
+                    raise bad() from None
+                if day < MIN_DATE.date():
+                    raise out_of_range(table, col, value, "1753-01-01", "9999-12-30")
+                return day.isoformat()
             try:
-                return format_datetime(parse_datetime(value))
+                when = parse_datetime(value)
             except ValueError:
                 raise bad() from None
+            if when < MIN_DATE:
+                raise out_of_range(table, col, value, "1753-01-01T00:00:00Z", "9999-12-30T23:59:59Z")
+            return format_datetime(when)
         if col.type == t.UNIQUEIDENTIFIER:
             guid = parse_guid(value) if isinstance(value, str) else None
             if guid is None:
@@ -121,7 +159,17 @@ class RecordCodec:
             return guid
         raise bad()
 
-    def _bind(self, table: t.Table, col: t.Column, nav: str, value: Any) -> str | None:
+    @staticmethod
+    def _check_range(table: t.Table, col: t.Column, value: float) -> None:
+        low = col.min_value if col.min_value is not None else (
+            -922337203685477 if col.type == t.MONEY else None)
+        high = col.max_value if col.max_value is not None else (
+            922337203685477 if col.type == t.MONEY else None)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise out_of_range(table, col, value, _num(low), _num(high))
+
+    def _bind(self, table: t.Table, col: t.Column, nav: str, value: Any,
+              targets: tuple[str, ...] | None = None) -> str | None:
         if value is None:
             return None
         m = _BIND_RE.search(value) if isinstance(value, str) else None
@@ -135,7 +183,7 @@ class RecordCodec:
         target_set = m.group(1)
         target = self.by_set.get(target_set)
         target_logical = target.logical_name if target else target_set.rstrip("s")
-        if target_logical not in col.targets:
+        if target_logical not in (targets or col.targets):
             raise payload_error(
                 table.entity_set,
                 f"Microsoft.OData.ODataException: The entity set '{target_set}' is not a valid target of the "
@@ -145,17 +193,8 @@ class RecordCodec:
             raise ApiError(404, "0x80040217", f"{target_logical} With Id = {guid} Does Not Exist")
         return guid
 
-    def _nav_column(self, table: t.Table, nav: str) -> t.Column | None:
-        col = table.column(nav)
-        if col is not None and col.is_lookup:
-            return col
-        base, _, target = nav.rpartition("_")
-        col = table.column(base)
-        if col is not None and col.is_lookup and target in col.targets:
-            return col
-        return None
 
-    def parse_payload(self, table: t.Table, body: Any, creating: bool, privileged: bool) -> dict[str, Any]:
+    def parse_payload(self, table: t.Table, body: Any, creating: bool, role: str) -> dict[str, Any]:
         """Values the payload sets, by column name; columns not valid for the operation are dropped."""
         if not isinstance(body, dict):
             raise payload_error(table.entity_set,
@@ -166,8 +205,8 @@ class RecordCodec:
                 name, _, annotation = key.partition("@")
                 if annotation != "odata.bind" or not name:
                     continue  # instance annotations such as @odata.type are not data
-                col = self._nav_column(table, name)
-                if col is None:
+                found = table.nav_column(name)
+                if found is None:
                     raise payload_error(
                         table.entity_set,
                         f"Microsoft.OData.ODataException: An undeclared property '{name}' which only has property "
@@ -175,7 +214,8 @@ class RecordCodec:
                         "declared navigation properties and declared named streams can be represented as properties "
                         "without values.",
                     )
-                value = self._bind(table, col, name, raw)
+                col, targets = found
+                value = self._bind(table, col, name, raw, targets)
             else:
                 col = table.column_by_json_name(key)
                 if col is None:
@@ -204,7 +244,7 @@ class RecordCodec:
                 allowed = creating
             if not allowed:
                 continue  # Dataverse silently ignores columns not valid for the operation
-            if col.secured and not privileged:
+            if col.secured and role not in col.grants:
                 if creating:
                     raise ApiError(403, "0x8004f502", "The user does not have create permissions to a secured "
                                    "field. The requested operation could not be completed.")
@@ -334,14 +374,14 @@ class RecordCodec:
         return None
 
     def render(self, table: t.Table, row: dict[str, Any], columns: list[t.Column], prefer: Prefer,
-               names: dict[str, tuple[str, str | None]], privileged: bool) -> dict[str, Any]:
+               names: dict[str, tuple[str, str | None]], role: str) -> dict[str, Any]:
         out: dict[str, Any] = {"@odata.etag": f'W/"{row.get("versionnumber")}"'}
         want_fv = prefer.wants(FORMATTED_VALUE)
         want_ll = prefer.wants(LOOKUP_LOGICAL_NAME)
         want_nav = prefer.wants(ASSOCIATED_NAV)
         for col in columns:
             value = row.get(col.name)
-            if (col.secured and not privileged) or not col.read:
+            if (col.secured and role not in col.grants) or not col.read:
                 value = None
             key = col.json_name
             if value is not None:

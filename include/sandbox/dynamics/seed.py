@@ -1,4 +1,4 @@
-"""Deterministic synthetic leads and contacts for tests and benchmarks.
+"""Deterministic synthetic leads, contacts, accounts and opportunities for tests and benchmarks.
 
 Why: sync tests and load runs need many realistic rows fast and reproducibly. Row ``i`` always
 gets the same primary key (uuid5 of seed, table and i) and the same e-mail
@@ -6,6 +6,12 @@ gets the same primary key (uuid5 of seed, table and i) and the same e-mail
 drawn from ``random.Random(seed)``. Rows are written as the ordinary user ("Dana Seller"), the
 stand-in for people editing records in Dynamics, with one executemany in one transaction, so
 100k rows take a few seconds. Seeding the same ids again replaces those rows (new versions).
+
+Two request forms: the original ``{"leads": L, "contacts": C, "seed": S}`` and the per-table
+``{"entity": "contact", "count": N, "seed": S, "start": 0, "as": "user"}``; for accounts also
+``contacts_per_account`` / ``opportunities_per_account`` (children point at their account through
+parentcustomerid / parentaccountid and customerid; account i has accountnumber ``ACC{i:07d}``).
+Rows are generated and written in chunks of 50,000 so a million rows never sit in memory at once.
 """
 
 from __future__ import annotations
@@ -25,8 +31,15 @@ LAST_NAMES = ("Diaz", "Okafor", "Schmidt", "Nguyen", "Rossi", "Kowalski", "Hadda
               "O'Neil", "Moreau", "Silva", "Novak", "Kaur", "Murphy", "Petrov", "Jensen", "Costa", "Abe", "Weber")
 JOB_TITLES = ("Marketing Manager", "CTO", "Buyer", "Operations Lead", "Sales Director", "Engineer",
               "Procurement Officer", "CEO", "Analyst", "Office Manager")
+CITIES = ("Seattle", "Berlin", "Lyon", "Osaka", "Toronto", "Austin", "Lisbon", "Oslo", "Dublin", "Madrid")
 COMPANIES = ("Contoso", "Fabrikam", "Northwind Traders", "Adventure Works", "Tailspin Toys", "Litware",
              "Proseware", "Wide World Importers", "Woodgrove Bank", "Alpine Ski House")
+
+
+CHUNK = 50_000
+SEEDABLE = ("lead", "contact", "account", "opportunity")
+_FORM_KEYS = {"entity", "count", "seed", "start", "contacts_per_account", "opportunities_per_account",
+              "contact_start", "as"}
 
 
 def _person(rng: random.Random) -> dict[str, Any]:
@@ -38,35 +51,122 @@ def _person(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def _rows(table: t.Table, count: int, rng: random.Random, seed: int, user_id: str,
-          first_version: int) -> tuple[list[str], list[tuple[Any, ...]]]:
-    stamp = now_utc()
-    columns = [c.name for c in table.columns]
-    rows = []
-    for i in range(count):
+def _row_id(seed: int, logical: str, i: int) -> str:
+    return str(uuid.uuid5(_NS, f"{seed}:{logical}:{i}"))
+
+
+def _values(table: t.Table, i: int, rng: random.Random, seed: int) -> dict[str, Any]:
+    """Generated business columns of row ``i`` of ``table``."""
+    logical = table.logical_name
+    if logical in ("lead", "contact"):
         values = _person(rng)
-        values[table.primary_id] = str(uuid.uuid5(_NS, f"{seed}:{table.logical_name}:{i}"))
-        values["emailaddress1"] = f"{table.logical_name}{i:05d}@example.com"
-        if table.logical_name == "lead":
+        values["emailaddress1"] = f"{logical}{i:05d}@example.com"
+        if logical == "lead":
             values["companyname"] = rng.choice(COMPANIES)
             values["subject"] = "Interested in product"
             values["leadsourcecode"] = rng.choice((1, 2, 4, 8, 10))
         values["fullname"] = f"{values['firstname']} {values['lastname']}"
-        values.update({
-            "statecode": 0, "statuscode": 1, "ownerid": user_id, "createdby": user_id, "modifiedby": user_id,
-            "createdon": stamp, "modifiedon": stamp, "versionnumber": first_version + i,
-        })
-        rows.append(tuple(values.get(c) for c in columns))
-    return columns, rows
+    elif logical == "account":
+        company = rng.choice(COMPANIES)
+        values = {"name": f"{company} {i:05d}", "accountnumber": f"ACC{i:07d}",
+                  "emailaddress1": f"account{i:05d}@example.com", "address1_city": rng.choice(CITIES),
+                  "telephone1": f"+1-555-{rng.randrange(100, 1000):03d}-{rng.randrange(0, 10000):04d}",
+                  "industrycode": rng.choice((1, 6, 7, 16, 33)), "numberofemployees": rng.randrange(1, 5000),
+                  "revenue": float(rng.randrange(10, 100_000) * 1000)}
+    else:  # opportunity
+        values = {"name": f"Opportunity {i:05d}", "estimatedvalue": float(rng.randrange(1, 500) * 1000),
+                  "closeprobability": rng.randrange(0, 101)}
+    values[table.primary_id] = _row_id(seed, logical, i)
+    return values
+
+
+def _stamp(values: dict[str, Any], user_id: str, stamp: str, version: int, table: t.Table) -> None:
+    values.update({"ownerid": user_id, "createdby": user_id, "modifiedby": user_id, "createdon": stamp,
+                   "modifiedon": stamp, "versionnumber": version})
+    if table.column("statecode") is not None:
+        values.setdefault("statecode", 0)
+        values.setdefault("statuscode", 1)
+
+
+def _insert(store: Store, table: t.Table, count: int, rng: random.Random, seed_value: int, user_id: str,
+            start: int = 0, extra: Any = None) -> None:
+    """Write ``count`` rows in chunks (bounded memory); ``extra(i, values)`` may add columns."""
+    first = store.allocate_versions(count) if count else 0
+    stamp = now_utc()
+    columns = [c.name for c in table.columns]
+    for offset in range(0, count, CHUNK):
+        rows = []
+        for n in range(offset, min(count, offset + CHUNK)):
+            values = _values(table, start + n, rng, seed_value)
+            if extra is not None:
+                extra(start + n, values)
+            _stamp(values, user_id, stamp, first + n, table)
+            rows.append(tuple(values.get(c) for c in columns))
+        store.bulk_upsert(table, columns, rows)
+
+
+def parse_entity_form(body: dict[str, Any], max_rows: int) -> dict[str, Any]:
+    """Check ``{"entity": "contact", "count": N, "seed": S, ...}``; return the normalised plan."""
+    unknown = set(body) - _FORM_KEYS
+    if unknown:
+        raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
+    entity = body.get("entity")
+    if entity not in SEEDABLE:
+        raise ValueError(f"'entity' must be one of {', '.join(SEEDABLE)}")
+    plan: dict[str, Any] = {"entity": entity}
+    for key, default, high in (("count", None, max_rows), ("seed", 42, None), ("start", 0, None),
+                               ("contacts_per_account", 0, 100), ("opportunities_per_account", 0, 100),
+                               ("contact_start", 0, None)):
+        value = body.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or (key != "seed" and value < 0) or \
+                (high is not None and value > high):
+            raise ValueError(f"'{key}' must be an integer" + (f" 0..{high}" if high is not None else ""))
+        plan[key] = value
+    if entity != "account" and (plan["contacts_per_account"] or plan["opportunities_per_account"]):
+        raise ValueError("contacts_per_account / opportunities_per_account need entity 'account'")
+    related = plan["count"] * (1 + plan["contacts_per_account"] + plan["opportunities_per_account"])
+    if related > max_rows:
+        raise ValueError(f"at most {max_rows} rows per call")
+    who = body.get("as", "user")
+    if who not in ("user", "sync"):
+        raise ValueError("'as' must be 'user' or 'sync'")
+    plan["as"] = who
+    return plan
+
+
+def seed_entity(store: Store, plan: dict[str, Any], user_id: str, sync_user_id: str | None = None
+                ) -> dict[str, Any]:
+    """Seed one table (accounts optionally with related contacts and opportunities), deterministically."""
+    writer = sync_user_id if plan["as"] == "sync" and sync_user_id else user_id
+    seed_value, count, start = plan["seed"], plan["count"], plan["start"]
+    rng = random.Random(f"{seed_value}:{plan['entity']}:{start}")
+    entity = plan["entity"]
+    result: dict[str, Any] = {"ok": True, "entity": entity, "count": count}
+    with store.transaction():
+        table = store.tables[entity]
+        _insert(store, table, count, rng, seed_value, writer, start)
+        per_contact, per_opp = plan["contacts_per_account"], plan["opportunities_per_account"]
+        if entity == "account" and per_contact:
+            def contact_parent(i: int, values: dict[str, Any]) -> None:
+                values["parentcustomerid"] = _row_id(seed_value, "account", start + (i - plan["contact_start"])
+                                                     // per_contact)
+            _insert(store, store.tables["contact"], count * per_contact, rng, seed_value, writer,
+                    plan["contact_start"], contact_parent)
+            result["contacts"] = count * per_contact
+        if entity == "account" and per_opp:
+            def opp_parent(i: int, values: dict[str, Any]) -> None:
+                account = _row_id(seed_value, "account", i // per_opp)
+                values["parentaccountid"] = values["customerid"] = account
+            _insert(store, store.tables["opportunity"], count * per_opp, rng, seed_value, writer,
+                    start * per_opp, opp_parent)
+            result["opportunities"] = count * per_opp
+    return result
 
 
 def seed(store: Store, leads: int, contacts: int, seed_value: int, user_id: str) -> dict[str, Any]:
     rng = random.Random(seed_value)
     with store.transaction():
         for logical, count in (("lead", leads), ("contact", contacts)):
-            if count <= 0:
-                continue
-            table = store.tables[logical]
-            columns, rows = _rows(table, count, rng, seed_value, user_id, store.allocate_versions(count))
-            store.bulk_upsert(table, columns, rows)
+            if count > 0:
+                _insert(store, store.tables[logical], count, rng, seed_value, user_id)
     return {"ok": True, "leads": leads, "contacts": contacts}

@@ -113,6 +113,9 @@ class Store:
                 if col.name not in existing:
                     c.execute(f"ALTER TABLE {q(table.logical_name)} ADD COLUMN {q(col.name)} "
                               f"{_SQL_TYPES.get(col.type, 'TEXT')}")
+            for n, cols in enumerate(table.alternate_keys):
+                c.execute(f"CREATE INDEX IF NOT EXISTS {q(f'ak_{table.logical_name}_{n}')} "
+                          f"ON {q(table.logical_name)} ({', '.join(q(x) for x in cols)})")
             for name in table.indexes:
                 c.execute(f"CREATE INDEX IF NOT EXISTS {q(f'ix_{table.logical_name}_{name}')} "
                           f"ON {q(table.logical_name)} ({q(name)})")
@@ -180,6 +183,40 @@ class Store:
             ).fetchone()
             return dict(row) if row is not None else None
 
+    def find_by(self, table: t.Table, values: dict[str, Any]) -> dict[str, Any] | None:
+        """The row whose columns equal ``values`` (alternate-key lookups)."""
+        names = list(values)
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT * FROM {q(table.logical_name)} WHERE {' AND '.join(f'{q(n)} = ?' for n in names)} LIMIT 1",
+                [values[n] for n in names]).fetchone()
+            return dict(row) if row is not None else None
+
+    def get_many(self, table: t.Table, ids: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = list(dict.fromkeys(i for i in ids if i))
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                out += [dict(r) for r in self._conn.execute(
+                    f"SELECT * FROM {q(table.logical_name)} WHERE {q(table.primary_id)} IN "
+                    f"({','.join('?' * len(chunk))})", chunk)]
+        return out
+
+    def delete_where(self, table: t.Table, where: str, params: Sequence[Any], deleted_on: str) -> int:
+        """Delete every row matching ``where`` (BulkDelete), leaving tombstones; return how many."""
+        name, key = q(table.logical_name), q(table.primary_id)
+        with self.transaction():
+            ids = [r[0] for r in self._conn.execute(
+                f"SELECT {key} FROM {name}" + (f" WHERE {where}" if where else ""), list(params))]
+            if not ids:
+                return 0
+            first = self.allocate_versions(len(ids))
+            self._conn.executemany("INSERT OR REPLACE INTO _tombstone VALUES (?, ?, ?, ?)",
+                                   ((table.logical_name, i, first + n, deleted_on) for n, i in enumerate(ids)))
+            self._conn.executemany(f"DELETE FROM {name} WHERE {key} = ?", ((i,) for i in ids))
+            return len(ids)
+
     def insert(self, table: t.Table, row: dict[str, Any]) -> None:
         names = list(row)
         with self.transaction():
@@ -218,8 +255,10 @@ class Store:
                 f"VALUES ({', '.join('?' * len(columns))})",
                 rows,
             )
-            self._conn.executemany("DELETE FROM _tombstone WHERE entity = ? AND id = ?",
-                                   ((table.logical_name, r[key_at]) for r in rows))
+            if self._conn.execute("SELECT 1 FROM _tombstone WHERE entity = ? LIMIT 1",
+                                  (table.logical_name,)).fetchone():
+                self._conn.executemany("DELETE FROM _tombstone WHERE entity = ? AND id = ?",
+                                       ((table.logical_name, r[key_at]) for r in rows))
 
     def select(self, table: t.Table, where: str, params: Sequence[Any], order: Sequence[tuple[str, bool]],
                after: Sequence[Any] | None, limit: int) -> list[dict[str, Any]]:
@@ -299,6 +338,10 @@ class Store:
             self._conn.execute("DELETE FROM _tombstone")
             floor = self.allocate_versions(1)
             self._conn.execute("UPDATE _counter SET value = ? WHERE name = 'min_delta_version'", (floor,))
+
+    def tombstone_count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM _tombstone").fetchone()[0])
 
     def table_count(self, logical_name: str) -> int:
         with self._lock:

@@ -17,7 +17,10 @@ Column facts follow the standard Dataverse metadata (see shared/reference/dynami
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # AttributeType values used below (Dataverse AttributeTypeCode names).
 STRING = "String"
@@ -39,7 +42,12 @@ SYSTEM_REQUIRED = "SystemRequired"
 APPLICATION_REQUIRED = "ApplicationRequired"
 RECOMMENDED = "Recommended"
 
-LOOKUP_TYPES = frozenset({LOOKUP, OWNER, "Customer"})
+CUSTOMER = "Customer"
+MONEY = "Money"
+DECIMAL = "Decimal"
+DOUBLE = "Double"
+
+LOOKUP_TYPES = frozenset({LOOKUP, OWNER, CUSTOMER})
 CHOICE_TYPES = frozenset({PICKLIST, STATE, STATUS})
 
 
@@ -72,6 +80,20 @@ class Column:
     auto: str | None = None
     compute: tuple[str, ...] = ()
     format: str | None = None
+    nav: str | None = None  # single-valued navigation property (custom lookups: the SchemaName)
+    grants: tuple[str, ...] = ()  # roles ("sync", "user") a field-security profile lets read/write a secured column
+    min_value: float | None = None
+    max_value: float | None = None
+    behavior: str | None = None  # DateTimeBehavior: UserLocal, DateOnly, TimeZoneIndependent
+    custom: bool = False
+
+    def nav_names(self) -> dict[str, tuple[str, ...]]:
+        """Navigation property name → target tables (customer lookups have one property per target)."""
+        if not self.is_lookup:
+            return {}
+        if self.type == "Customer":
+            return {f"{self.name}_{target}": (target,) for target in self.targets}
+        return {self.nav or self.name: self.targets}
 
     @property
     def is_lookup(self) -> bool:
@@ -97,6 +119,8 @@ class Table:
     change_tracking: bool = True
     read_only: bool = False
     indexes: tuple[str, ...] = ()
+    alternate_keys: tuple[tuple[str, ...], ...] = ()  # column names of each alternate key
+    custom: bool = False
     _by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +128,14 @@ class Table:
 
     def column(self, name: str) -> Column | None:
         return self._by_name.get(name)
+
+    def nav_column(self, nav: str) -> tuple[Column, tuple[str, ...]] | None:
+        """The lookup column behind a navigation property, and the targets it may address."""
+        for col in self.columns:
+            targets = col.nav_names().get(nav)
+            if targets is not None:
+                return col, targets
+        return None
 
     def column_by_json_name(self, json_name: str) -> Column | None:
         """Resolve a payload/query property name (``firstname``, ``_ownerid_value``)."""
@@ -137,6 +169,16 @@ def _audit_columns(owned: bool = True) -> tuple[Column, ...]:
         cols.insert(0, Column("ownerid", OWNER, "OwnerId", "Owner", required=SYSTEM_REQUIRED,
                               targets=("systemuser", "team"), auto="caller"))
     return tuple(cols)
+
+
+def _active_inactive() -> tuple[Column, ...]:
+    return (
+        Column("statecode", STATE, "StateCode", "Status", required=SYSTEM_REQUIRED, create=False, default=0,
+               options=(Option(0, "Active", default_status=1, invariant_name="Active"),
+                        Option(1, "Inactive", default_status=2, invariant_name="Inactive"))),
+        Column("statuscode", STATUS, "StatusCode", "Status Reason", default=1,
+               options=(Option(1, "Active", state=0), Option(2, "Inactive", state=1))),
+    )
 
 
 LEAD_SOURCE = (
@@ -189,11 +231,121 @@ CONTACT = Table(
         _s("telephone1", "Telephone1", "Business Phone", 50, format="Phone"),
         _s("mobilephone", "MobilePhone", "Mobile Phone", 20, format="Phone"),
         _s("jobtitle", "JobTitle", "Job Title", 100),
+        Column("parentcustomerid", CUSTOMER, "ParentCustomerId", "Company Name", targets=("account", "contact")),
+        Column("birthdate", DATETIME, "BirthDate", "Birthday", behavior="DateOnly"),
+        *_active_inactive(),
+        *_audit_columns(),
+    ),
+)
+
+ACCOUNT = Table(
+    logical_name="account", entity_set="accounts", primary_id="accountid", primary_name="name",
+    schema_name="Account", display="Account", display_collection="Accounts", object_type_code=1,
+    indexes=("modifiedon", "versionnumber", "name"), alternate_keys=(("accountnumber",),),
+    columns=(
+        Column("accountid", UNIQUEIDENTIFIER, "AccountId", "Account", required=SYSTEM_REQUIRED, update=False),
+        _s("name", "Name", "Account Name", 160, APPLICATION_REQUIRED),
+        _s("accountnumber", "AccountNumber", "Account Number", 20),
+        _s("emailaddress1", "EMailAddress1", "Email", 100, format="Email"),
+        _s("telephone1", "Telephone1", "Main Phone", 50, format="Phone"),
+        _s("websiteurl", "WebSiteURL", "Website", 200, format="Url"),
+        _s("address1_city", "Address1_City", "Address 1: City", 80),
+        _s("address1_country", "Address1_Country", "Address 1: Country/Region", 80),
+        Column("industrycode", PICKLIST, "IndustryCode", "Industry", options=(
+            Option(1, "Accounting"), Option(2, "Agriculture and Non-petrol Natural Resource Extraction"),
+            Option(3, "Broadcasting Printing and Publishing"), Option(4, "Brokers"),
+            Option(5, "Building Supply Retail"), Option(6, "Business Services"), Option(7, "Consulting"),
+            Option(8, "Consumer Services"), Option(9, "Design, Direction and Creative Management"),
+            Option(10, "Distributors, Dispatchers and Processors"), Option(11, "Doctor's Offices and Clinics"),
+            Option(12, "Durable Manufacturing"), Option(13, "Eating and Drinking Places"),
+            Option(14, "Entertainment Retail"), Option(15, "Equipment Rental and Leasing"),
+            Option(16, "Financial"), Option(17, "Food and Tobacco Processing"),
+            Option(18, "Inbound Capital Intensive Processing"), Option(19, "Inbound Repair and Services"),
+            Option(20, "Insurance"), Option(21, "Legal Services"), Option(22, "Non-Durable Merchandise Retail"),
+            Option(23, "Outbound Consumer Service"), Option(24, "Petrochemical Extraction and Distribution"),
+            Option(25, "Service Retail"), Option(26, "SIG Affiliations"), Option(27, "Social Services"),
+            Option(28, "Special Outbound Trade Contractors"), Option(29, "Specialty Realty"),
+            Option(30, "Transportation"), Option(31, "Utility Creation and Distribution"),
+            Option(32, "Vehicle Retail"), Option(33, "Wholesale"))),
+        Column("revenue", MONEY, "Revenue", "Annual Revenue", min_value=0, max_value=100_000_000_000_000),
+        Column("numberofemployees", INTEGER, "NumberOfEmployees", "Number of Employees",
+               min_value=0, max_value=1_000_000_000),
+        Column("primarycontactid", LOOKUP, "PrimaryContactId", "Primary Contact", targets=("contact",)),
+        Column("parentaccountid", LOOKUP, "ParentAccountId", "Parent Account", targets=("account",)),
+        *_active_inactive(),
+        *_audit_columns(),
+    ),
+)
+
+OPPORTUNITY = Table(
+    logical_name="opportunity", entity_set="opportunities", primary_id="opportunityid", primary_name="name",
+    schema_name="Opportunity", display="Opportunity", display_collection="Opportunities", object_type_code=3,
+    indexes=("modifiedon", "versionnumber", "parentaccountid"),
+    columns=(
+        Column("opportunityid", UNIQUEIDENTIFIER, "OpportunityId", "Opportunity", required=SYSTEM_REQUIRED,
+               update=False),
+        _s("name", "Name", "Topic", 300, APPLICATION_REQUIRED),
+        Column("description", MEMO, "Description", "Description", max_length=2000),
+        Column("parentaccountid", LOOKUP, "ParentAccountId", "Account", targets=("account",)),
+        Column("parentcontactid", LOOKUP, "ParentContactId", "Contact", targets=("contact",)),
+        Column("customerid", CUSTOMER, "CustomerId", "Potential Customer", targets=("account", "contact")),
+        Column("estimatedvalue", MONEY, "EstimatedValue", "Est. Revenue", min_value=-922337203685477,
+               max_value=922337203685477),
+        Column("estimatedclosedate", DATETIME, "EstimatedCloseDate", "Est. Close Date", behavior="DateOnly"),
+        Column("closeprobability", INTEGER, "CloseProbability", "Probability", min_value=0, max_value=100),
         Column("statecode", STATE, "StateCode", "Status", required=SYSTEM_REQUIRED, create=False, default=0,
-               options=(Option(0, "Active", default_status=1, invariant_name="Active"),
-                        Option(1, "Inactive", default_status=2, invariant_name="Inactive"))),
+               options=(Option(0, "Open", default_status=1, invariant_name="Open"),
+                        Option(1, "Won", default_status=3, invariant_name="Won"),
+                        Option(2, "Lost", default_status=4, invariant_name="Lost"))),
         Column("statuscode", STATUS, "StatusCode", "Status Reason", default=1,
-               options=(Option(1, "Active", state=0), Option(2, "Inactive", state=1))),
+               options=(Option(1, "In Progress", state=0), Option(2, "On Hold", state=0),
+                        Option(3, "Won", state=1), Option(4, "Canceled", state=2),
+                        Option(5, "Out-Sold", state=2))),
+        *_audit_columns(),
+    ),
+)
+
+TEAM = Table(
+    logical_name="team", entity_set="teams", primary_id="teamid", primary_name="name",
+    schema_name="Team", display="Team", display_collection="Teams", object_type_code=9, read_only=True,
+    columns=(
+        Column("teamid", UNIQUEIDENTIFIER, "TeamId", "Team", required=SYSTEM_REQUIRED, update=False),
+        _s("name", "Name", "Team Name", 160, SYSTEM_REQUIRED),
+        Column("teamtype", PICKLIST, "TeamType", "Team Type", required=SYSTEM_REQUIRED, default=0,
+               options=(Option(0, "Owner"), Option(1, "Access"), Option(2, "Security Group"),
+                        Option(3, "Office Group"))),
+        Column("isdefault", BOOLEAN, "IsDefault", "Is Default", default=0, create=False, update=False),
+        Column("businessunitid", LOOKUP, "BusinessUnitId", "Business Unit", required=SYSTEM_REQUIRED,
+               targets=("businessunit",)),
+        Column("administratorid", LOOKUP, "AdministratorId", "Administrator", required=SYSTEM_REQUIRED,
+               targets=("systemuser",)),
+        Column("description", MEMO, "Description", "Description", max_length=2000),
+        *_audit_columns(owned=False),
+    ),
+)
+
+ASYNCOPERATION = Table(
+    logical_name="asyncoperation", entity_set="asyncoperations", primary_id="asyncoperationid",
+    primary_name="name", schema_name="AsyncOperation", display="System Job", display_collection="System Jobs",
+    object_type_code=4700, read_only=True, change_tracking=False,
+    columns=(
+        Column("asyncoperationid", UNIQUEIDENTIFIER, "AsyncOperationId", "System Job", required=SYSTEM_REQUIRED,
+               update=False),
+        _s("name", "Name", "System Job Name", 256),
+        Column("operationtype", PICKLIST, "OperationType", "System Job Type", options=(
+            Option(13, "Bulk Delete"), Option(94, "Bulk Delete Subprocess"))),
+        Column("statecode", STATE, "StateCode", "Status", required=SYSTEM_REQUIRED, create=False, default=0,
+               options=(Option(0, "Ready", default_status=0, invariant_name="Ready"),
+                        Option(1, "Suspended", default_status=10, invariant_name="Suspended"),
+                        Option(2, "Locked", default_status=20, invariant_name="Locked"),
+                        Option(3, "Completed", default_status=30, invariant_name="Completed"))),
+        Column("statuscode", STATUS, "StatusCode", "Status Reason", default=0,
+               options=(Option(0, "Waiting For Resources", state=0), Option(10, "Waiting", state=1),
+                        Option(20, "In Progress", state=2), Option(21, "Pausing", state=2),
+                        Option(22, "Canceling", state=2), Option(30, "Succeeded", state=3),
+                        Option(31, "Failed", state=3), Option(32, "Canceled", state=3))),
+        Column("message", MEMO, "Message", "Message", max_length=1073741823),
+        Column("completedon", DATETIME, "CompletedOn", "Completed On", create=False, update=False),
         *_audit_columns(),
     ),
 )
@@ -220,7 +372,58 @@ SYSTEMUSER = Table(
     ),
 )
 
-TABLES: tuple[Table, ...] = (LEAD, CONTACT, SYSTEMUSER)
+CONFIG_FILE = Path(__file__).with_name("custom_tables.json")
+_TYPES = {STRING, MEMO, INTEGER, BIGINT, BOOLEAN, DATETIME, PICKLIST, LOOKUP, CUSTOMER, MONEY, DECIMAL, DOUBLE}
+
+
+def load_custom_tables(path: Path | None = None) -> tuple[Table, ...]:
+    """Custom tables declared in ``custom_tables.json`` (or ``$DYNAMICS_SANDBOX_TABLES``), as ``Table`` records.
+
+    Each table gets what Dataverse gives every custom user-owned table: ``<name>id`` primary key, owner,
+    statecode/statuscode (Active/Inactive) and the audit columns. A lookup's navigation property is its
+    SchemaName, as for real custom lookups.
+    """
+    path = path or Path(os.environ.get("DYNAMICS_SANDBOX_TABLES", CONFIG_FILE))
+    if not path.exists():
+        return ()
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    out = []
+    for i, item in enumerate(spec.get("tables", [])):
+        logical = item["logical_name"]
+        cols = [Column(f"{logical}id", UNIQUEIDENTIFIER, f"{item['schema_name']}Id", item["display"],
+                       required=SYSTEM_REQUIRED, update=False, custom=True)]
+        for c in item["columns"]:
+            ctype = c["type"]
+            if ctype not in _TYPES:
+                raise ValueError(f"{path}: column {c['name']}: unsupported type {ctype}")
+            options = tuple(Option(int(v), str(label)) for v, label in c.get("options", []))
+            if ctype == BOOLEAN and not options:
+                options = (Option(0, "No"), Option(1, "Yes"))
+            cols.append(Column(
+                c["name"], ctype, c.get("schema_name", c["name"]), c.get("display", c["name"]),
+                max_length=c.get("max_length", 100 if ctype == STRING else 2000 if ctype == MEMO else None),
+                required=c.get("required", NONE), secured=bool(c.get("secured", False)),
+                grants=tuple(c.get("grants", ())), options=options, targets=tuple(c.get("targets", ())),
+                default=c.get("default"), format=c.get("format"), min_value=c.get("min_value"),
+                max_value=c.get("max_value"), behavior=c.get("behavior"), custom=True,
+                nav=c.get("schema_name") if ctype == LOOKUP else None,
+            ))
+        cols += [*_active_inactive(), *_audit_columns()]
+        out.append(Table(
+            logical_name=logical, entity_set=item.get("entity_set", logical + "s"), primary_id=f"{logical}id",
+            primary_name=item["primary_name"], schema_name=item["schema_name"], display=item["display"],
+            display_collection=item.get("display_collection", item["display"] + "s"),
+            object_type_code=int(item.get("object_type_code", 10000 + i)), columns=tuple(cols),
+            indexes=("modifiedon", "versionnumber", *item.get("indexes", ())),
+            alternate_keys=tuple(tuple(k) for k in item.get("alternate_keys", ())), custom=True,
+            change_tracking=bool(item.get("change_tracking", True)),
+        ))
+    return tuple(out)
+
+
+CUSTOM_TABLES = load_custom_tables()
+TABLES: tuple[Table, ...] = (LEAD, CONTACT, ACCOUNT, OPPORTUNITY, SYSTEMUSER, TEAM, ASYNCOPERATION, *CUSTOM_TABLES)
 
 # Tables that /_sandbox/reset empties and /_sandbox/seed fills.
-DATA_TABLES: tuple[str, ...] = ("lead", "contact")
+DATA_TABLES: tuple[str, ...] = ("lead", "contact", "account", "opportunity", "asyncoperation",
+                                *(tb.logical_name for tb in CUSTOM_TABLES))

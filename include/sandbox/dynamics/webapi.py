@@ -7,8 +7,11 @@ arrived over HTTPS or as a part of a ``$batch`` body, so each behaviour is imple
   paged by keyset (the ``$skiptoken`` paging cookie carries the last row's sort values), never OFFSET;
 * ``Prefer: odata.track-changes`` (full load, then ``@odata.deltaLink``) and delta reads with
   ``$deletedEntity`` rows, both paged the same way;
-* create (POST), upsert/update (PATCH with If-Match / If-None-Match), delete, single-property
-  GET/PUT/DELETE, and the CreateMultiple/UpdateMultiple/UpsertMultiple bound actions.
+* create (POST), upsert/update (PATCH with If-Match / If-None-Match, by id or by a declared alternate
+  key such as ``accounts(accountnumber='A-1')``), delete, single-property GET/PUT/DELETE, the
+  CreateMultiple/UpdateMultiple/UpsertMultiple bound actions and the BulkDelete action (run at once,
+  recorded as a completed ``asyncoperations`` system job);
+* ``$expand`` of single-valued navigation properties (with ``$select`` inside).
 
 Entity sets come from ``tables.py``; nothing here is specific to leads or contacts.
 """
@@ -27,7 +30,7 @@ from . import odata_filter
 from . import tables as t
 from .batch import BatchProcessor
 from .identity import Principal
-from .metadata import EDM_TYPES, MetadataApi, csdl
+from .metadata import MetadataApi, csdl, edm_of, parse_expand
 from .odata_filter import ColumnRef, FilterError, SqlCompiler
 from .protection import Limits, ServiceProtection
 from .protocol import (
@@ -39,6 +42,7 @@ from .protocol import (
     property_not_found,
     segment_not_found,
     split_path,
+    split_top_level,
 )
 from .records import RecordCodec, not_found, now_utc, parse_guid
 from .store import Store
@@ -216,6 +220,10 @@ class WebApi:
             })
         if name == "EntityDefinitions":
             return self.metadata.handle(req, segments)
+        if name == "BulkDelete" and len(segments) == 1 and key is None:
+            if req.method != "POST":
+                raise method_not_allowed(req.method)
+            return self._bulk_delete(req)
         table = self.codec.by_set.get(name)
         if table is None:
             raise segment_not_found(name)
@@ -237,12 +245,14 @@ class WebApi:
                     raise method_not_allowed(req.method)
                 return self._multiple(req, table, action.split(".")[-1])
             raise segment_not_found(action)
-        row_id = self._key(table, key)
+        row_id, alt = self._locate(table, key)
+        if len(segments) == 1 and req.method == "PATCH":
+            return self._patch(req, table, row_id, alt)
+        if row_id is None:
+            raise self._alt_not_found(table)
         if len(segments) == 1:
             if req.method == "GET":
                 return self._get(req, table, row_id)
-            if req.method == "PATCH":
-                return self._patch(req, table, row_id)
             if req.method == "DELETE":
                 return self._delete(req, table, row_id)
             raise method_not_allowed(req.method)
@@ -253,8 +263,53 @@ class WebApi:
                  for tb in self.store.tables.values()]
         items.append({"name": "EntityDefinitions", "kind": "EntitySet", "url": "EntityDefinitions"})
         items.append({"name": "WhoAmI", "kind": "FunctionImport", "url": "WhoAmI"})
+        items.append({"name": "BulkDelete", "kind": "ActionImport", "url": "BulkDelete"})
         items.sort(key=lambda i: i["name"].lower())
         return ApiResponse.json(200, {"@odata.context": f"{self.api}$metadata", "value": items})
+
+    @staticmethod
+    def _alt_not_found(table: t.Table) -> ApiError:
+        # Message as commonly reported for alternate-key misses (exact text unconfirmed).
+        return ApiError(404, "0x80040217",
+                        f"A record with the specified key values does not exist in {table.logical_name} entity")
+
+    def _locate(self, table: t.Table, key: str) -> tuple[str | None, dict[str, Any] | None]:
+        """Row id for a key segment: the primary key (row may not exist) or a declared alternate key."""
+        raw = key.strip()
+        if "=" not in raw or raw.partition("=")[0].strip() == table.primary_id:
+            return self._key(table, raw), None
+        values: dict[str, Any] = {}
+        for part in split_top_level(raw, ","):
+            name, eq, literal = part.partition("=")
+            name, literal = name.strip(), literal.strip()
+            col = table.column_by_json_name(name)
+            if not eq or col is None:
+                raise self._bad_key(table)
+            if literal.startswith("'") and literal.endswith("'") and len(literal) >= 2:
+                value: Any = unquote(literal[1:-1]).replace("''", "'")
+            elif literal == "null":
+                raise self._bad_key(table)
+            elif parse_guid(literal) is not None:
+                value = parse_guid(literal)
+            else:
+                try:
+                    value = int(literal)
+                except ValueError:
+                    raise self._bad_key(table) from None
+            values[col.name] = value
+        if not any(set(k) == set(values) for k in table.alternate_keys):
+            raise self._bad_key(table)
+        row = self.store.find_by(table, values)
+        return (row[table.primary_id] if row else None), values
+
+    @staticmethod
+    def _bad_key(table: t.Table) -> ApiError:
+        return ApiError(
+            400, "0x80060888",
+            f"The key in the request URI is not valid for resource '{table.edm_type}'. Ensure that the names "
+            f"and number of key properties match the declared or alternate key properties for the resource "
+            f"'{table.edm_type}'.",
+        )
 
     def _key(self, table: t.Table, key: str) -> str:
         raw = key.strip()
@@ -295,7 +350,9 @@ class WebApi:
             col = table.column(path) if logical else table.column_by_json_name(path)
             if col is None:
                 raise property_not_found(path, table.edm_type)
-            return ColumnRef(f'"{col.name}"', _KIND.get(col.type, "string"), EDM_TYPES.get(col.type, "Edm.String"))
+            if col.behavior == "DateOnly":  # stored as YYYY-MM-DD; compare as the start of that day
+                return ColumnRef(f"(\"{col.name}\" || 'T00:00:00Z')", "datetime", edm_of(col))
+            return ColumnRef(f'"{col.name}"', _KIND.get(col.type, "string"), edm_of(col))
         return resolve
 
     def _where(self, req: ApiRequest, table: t.Table) -> tuple[str, list[Any]]:
@@ -337,10 +394,50 @@ class WebApi:
                 raise ApiError(400, "0x80060888", f"The query parameter {name} is not supported")
 
     def _render_page(self, req: ApiRequest, table: t.Table, rows: list[dict[str, Any]],
-                     cols: list[t.Column]) -> list[dict[str, Any]]:
+                     cols: list[t.Column], expand: bool = True) -> list[dict[str, Any]]:
         names = self.codec.lookup_names(table, rows, cols)
-        privileged = req.caller.privileged
-        return [self.codec.render(table, r, cols, req.prefer, names, privileged) for r in rows]
+        role = req.caller.role
+        out = [self.codec.render(table, r, cols, req.prefer, names, role) for r in rows]
+        if expand and req.params.get("$expand"):
+            for nav, (col, targets, options) in self._expansions(req, table).items():
+                ids = [r.get(col.name) for r in rows]
+                found: dict[str, dict[str, Any]] = {}
+                for target in targets:
+                    ttable = self.store.tables.get(target)
+                    if ttable is None:
+                        continue
+                    tcols, _ = self._select(ttable, options.get("$select"))
+                    related = self.store.get_many(ttable, [i for i in ids if i and i not in found])
+                    rendered = self._render_page(req, ttable, related, tcols, expand=False)
+                    found.update({r[ttable.primary_id]: item for r, item in zip(related, rendered, strict=True)})
+                for item, row_id in zip(out, ids, strict=True):
+                    item[nav] = found.get(row_id) if row_id else None
+        return out
+
+    def _expansions(self, req: ApiRequest, table: t.Table
+                    ) -> dict[str, tuple[t.Column, tuple[str, ...], dict[str, str]]]:
+        """Single-valued navigation properties named in $expand, with their $select."""
+        out: dict[str, tuple[t.Column, tuple[str, ...], dict[str, str]]] = {}
+        for nav, options in parse_expand(req.params.get("$expand")).items():
+            found = table.nav_column(nav)
+            if found is None:
+                raise property_not_found(nav, table.edm_type)
+            for option in options:
+                if option != "$select":
+                    raise ApiError(400, "0x80060888", f"The query option '{option}' inside $expand of the "
+                                   f"single-valued navigation property '{nav}' is not supported.")
+            col, targets = found
+            out[nav] = (col, targets, options)
+        return out
+
+    def _expand_names(self, req: ApiRequest, table: t.Table, names: list[str] | None) -> list[str] | None:
+        """The @odata.context selection including expanded navigation properties."""
+        if not req.params.get("$expand"):
+            return names
+        extra = []
+        for nav, (_, _, options) in self._expansions(req, table).items():
+            extra.append(f"{nav}({options['$select']})" if options.get("$select") else f"{nav}()")
+        return (names or []) + extra if names else extra
 
     def _link(self, table: t.Table, pairs: list[tuple[str, str]]) -> str:
         query = "&".join(f"{quote(k, safe='$@')}={quote(v, safe=_QUERY_SAFE)}" for k, v in pairs)
@@ -372,10 +469,8 @@ class WebApi:
                 if option in params:
                     raise ApiError(400, "0x80060888",
                                    f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.')
-        if "$expand" in params:
-            raise ApiError(400, "0x80060888",
-                           f"The $expand option '{params['$expand']}' is not supported by this sandbox.")
         cols, names = self._select(table, params.get("$select"))
+        names = self._expand_names(req, table, names)
         maxpagesize = req.prefer.maxpagesize
         page_size = min(maxpagesize or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
         applied = [f"odata.maxpagesize={page_size}"] if maxpagesize else []
@@ -486,16 +581,14 @@ class WebApi:
 
     def _get(self, req: ApiRequest, table: t.Table, row_id: str) -> ApiResponse:
         self._check_options(req)
-        if "$expand" in req.params:
-            raise ApiError(400, "0x80060888",
-                           f"The $expand option '{req.params['$expand']}' is not supported by this sandbox.")
         cols, names = self._select(table, req.params.get("$select"))
+        names = self._expand_names(req, table, names)
         row = self.store.get(table, row_id)
         if row is None:
             raise not_found(table, row_id)
         etag = f'W/"{row["versionnumber"]}"'
         if_none = req.header("If-None-Match")
-        if if_none and if_none != "null" and not req.prefer.annotations \
+        if if_none and if_none != "null" and not req.prefer.annotations and "$expand" not in req.params \
                 and _etag_matches(if_none, row["versionnumber"]):
             return ApiResponse.empty(304, {"ETag": etag})
         body = {"@odata.context": self._context(table, names, "/$entity")}
@@ -512,45 +605,69 @@ class WebApi:
             f"for entity '{table.logical_name}'. context.Caller={caller.user_id}",
         )
 
-    def create_row(self, table: t.Table, body: Any, caller: Principal, row_id: str | None = None) -> dict[str, Any]:
+    def create_row(self, table: t.Table, body: Any, caller: Principal, row_id: str | None = None,
+                   key_values: dict[str, Any] | None = None) -> dict[str, Any]:
         """Create one row from a payload (inside a transaction); return the stored row."""
         if table.read_only:
             raise self._privilege_error(table, caller, "Create")
-        values = self.codec.parse_payload(table, body, creating=True, privileged=caller.privileged)
+        values = self.codec.parse_payload(table, body, creating=True, role=caller.role)
         if row_id is not None:
             values[table.primary_id] = row_id
+        values.update(key_values or {})
         with self.store.transaction():
             if values.get(table.primary_id) and self.store.get(table, values[table.primary_id]) is not None:
                 raise ApiError(412, "0x80040237", "Cannot insert duplicate key.")
             row = self.codec.new_row(table, values, caller.user_id, bool(self.limits["strict_required"]))
+            self._check_keys(table, row)
             self.store.insert(table, row)
         return row
 
-    def update_row(self, table: t.Table, existing: dict[str, Any], body: Any, caller: Principal) -> dict[str, Any]:
+    def _check_keys(self, table: t.Table, row: dict[str, Any]) -> None:
+        """Alternate keys must be unique (Dataverse enforces them with a unique index)."""
+        for cols in table.alternate_keys:
+            values = {c: row.get(c) for c in cols}
+            if any(v is None for v in values.values()):
+                continue
+            other = self.store.find_by(table, values)
+            if other is not None and other[table.primary_id] != row.get(table.primary_id):
+                shown = ", ".join(table.column(c).display for c in cols if table.column(c))
+                raise ApiError(
+                    412, "0x80060892",
+                    f"A record that has the attribute values {shown} already exists. The entity key {shown} Key "
+                    "requires that this set of attributes contains unique values. Select unique values and try "
+                    "again.")
+
+    def update_row(self, table: t.Table, existing: dict[str, Any], body: Any, caller: Principal,
+                   key_values: dict[str, Any] | None = None) -> dict[str, Any]:
         if table.read_only:
             raise self._privilege_error(table, caller, "Write")
-        values = self.codec.parse_payload(table, body, creating=False, privileged=caller.privileged)
+        values = self.codec.parse_payload(table, body, creating=False, role=caller.role)
+        for name in key_values or {}:
+            values.pop(name, None)  # key values in the URL win for existing rows
         with self.store.transaction():
             changes = self.codec.changed_row(table, existing, values, caller.user_id,
                                              bool(self.limits["strict_required"]))
+            if any(c in changes for cols in table.alternate_keys for c in cols):
+                self._check_keys(table, {**existing, **changes})
             self.store.update(table, existing[table.primary_id], changes)
         return {**existing, **changes}
 
     def upsert_row(self, table: t.Table, row_id: str, body: Any, caller: Principal,
-                   if_match: str | None = None, if_none_match: str | None = None) -> tuple[dict[str, Any], bool]:
+                   if_match: str | None = None, if_none_match: str | None = None,
+                   key_values: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         """PATCH semantics: update if present, else create; honour If-Match / If-None-Match."""
         with self.store.transaction():
             existing = self.store.get(table, row_id)
             if existing is None:
                 if if_match is not None:
                     raise not_found(table, row_id)
-                return self.create_row(table, body, caller, row_id), True
+                return self.create_row(table, body, caller, row_id, key_values), True
             if if_none_match is not None and if_none_match.strip() == "*":
                 raise ApiError(412, "0x80040237", "A record with matching key values already exists.")
             if if_match is not None and not _etag_matches(if_match, existing["versionnumber"]):
                 raise ApiError(412, "0x80060882",
                                "The version of the existing record doesn't match the RowVersion property provided.")
-            return self.update_row(table, existing, body, caller), False
+            return self.update_row(table, existing, body, caller, key_values), False
 
     def delete_row(self, table: t.Table, row_id: str, caller: Principal, if_match: str | None = None) -> None:
         if table.read_only:
@@ -589,11 +706,18 @@ class WebApi:
         row = self.create_row(table, req.json_body(table.entity_set), req.caller)
         return self._write_response(req, table, row, created=True)
 
-    def _patch(self, req: ApiRequest, table: t.Table, row_id: str) -> ApiResponse:
+    def _patch(self, req: ApiRequest, table: t.Table, row_id: str | None,
+               alt: dict[str, Any] | None = None) -> ApiResponse:
         if_match, if_none = self._conditional(req)
         if table.read_only:
             raise self._privilege_error(table, req.caller, "Write")
-        row, created = self.upsert_row(table, row_id, req.json_body(table.entity_set), req.caller, if_match, if_none)
+        body = req.json_body(table.entity_set)
+        if row_id is None:  # alternate key that matches no row: create it with the key values
+            if if_match is not None:
+                raise self._alt_not_found(table)
+            row = self.create_row(table, body, req.caller, key_values=alt)
+            return self._write_response(req, table, row, True)
+        row, created = self.upsert_row(table, row_id, body, req.caller, if_match, if_none, alt)
         return self._write_response(req, table, row, created)
 
     def _delete(self, req: ApiRequest, table: t.Table, row_id: str) -> ApiResponse:
@@ -612,7 +736,7 @@ class WebApi:
             row = self.store.get(table, row_id)
             if row is None:
                 raise not_found(table, row_id)
-            value = self.codec.render(table, row, [col], req.prefer, {}, req.caller.privileged).get(col.json_name)
+            value = self.codec.render(table, row, [col], req.prefer, {}, req.caller.role).get(col.json_name)
             if value is None:
                 return ApiResponse.empty(204)
             if raw_value:
@@ -648,26 +772,119 @@ class WebApi:
                     raise ApiError(400, "0x80040203", "Each item of 'Targets' must be an entity.")
                 data = {k: v for k, v in target.items() if k not in ("@odata.type", "@odata.id")}
                 row_id = None
+                alt: dict[str, Any] | None = None
                 if isinstance(target.get(table.primary_id), str):
                     row_id = parse_guid(target[table.primary_id])
                 elif isinstance(target.get("@odata.id"), str):
-                    key = target["@odata.id"].rsplit("(", 1)[-1].rstrip(")")
-                    row_id = self._key(table, key)
+                    ref = target["@odata.id"]
+                    key = ref[ref.index("(") + 1:ref.rindex(")")] if "(" in ref and ref.endswith(")") else ref
+                    row_id, alt = self._locate(table, key)
                 if action == "CreateMultiple":
                     ids.append(self.create_row(table, data, req.caller)[table.primary_id])
                     continue
-                if row_id is None:
+                if row_id is None and alt is None:
                     raise ApiError(400, "0x80040203", f"Each target must carry its primary key '{table.primary_id}'.")
                 data.pop(table.primary_id, None)
                 if action == "UpdateMultiple":
-                    existing = self.store.get(table, row_id)
+                    existing = self.store.get(table, row_id) if row_id else None
                     if existing is None:
-                        raise not_found(table, row_id)
-                    self.update_row(table, existing, data, req.caller)
+                        raise not_found(table, row_id) if row_id else self._alt_not_found(table)
+                    self.update_row(table, existing, data, req.caller, alt)
+                elif row_id is None:
+                    row_id = self.create_row(table, data, req.caller, key_values=alt)[table.primary_id]
                 else:
-                    self.upsert_row(table, row_id, data, req.caller)
+                    self.upsert_row(table, row_id, data, req.caller, key_values=alt)
                 ids.append(row_id)
         if action == "UpdateMultiple":
             return ApiResponse.empty(204)
         return ApiResponse.json(200, {
             "@odata.context": f"{self.api}$metadata#Microsoft.Dynamics.CRM.{action}Response", "Ids": ids})
+
+    # ------------------------------------------------------------------ BulkDelete
+    _CONDITION_SQL = {
+        "equal": "= ?", "notequal": "<> ?", "greaterthan": "> ?", "greaterequal": ">= ?", "lessthan": "< ?",
+        "lessequal": "<= ?", "like": "LIKE ?", "notlike": "NOT LIKE ?",
+    }
+
+    def _condition(self, table: t.Table, cond: Any) -> tuple[str, list[Any]]:
+        if not isinstance(cond, dict) or not isinstance(cond.get("AttributeName"), str):
+            raise ApiError(400, "0x80040203", "Each condition needs an AttributeName and an Operator.")
+        col = table.column(cond["AttributeName"].lower())
+        if col is None:
+            raise ApiError(400, "0x80041103",
+                           f"'{table.logical_name}' entity doesn't contain attribute with Name = "
+                           f"'{cond['AttributeName']}' and NameMapping = 'Logical'.")
+        op = str(cond.get("Operator", "Equal")).lower()
+        raw_values = cond.get("Values") or []
+        values = [v.get("Value") if isinstance(v, dict) else v for v in raw_values]
+        if col.type == t.BOOLEAN:
+            values = [1 if str(v).lower() in ("true", "1") else 0 for v in values]
+        name = f'"{col.name}"'
+        if op == "null":
+            return f"{name} IS NULL", []
+        if op == "notnull":
+            return f"{name} IS NOT NULL", []
+        if op in ("in", "notin"):
+            if not values:
+                raise ApiError(400, "0x80040203", f"Condition operator '{cond.get('Operator')}' needs values.")
+            return f"{name} {'NOT ' if op == 'notin' else ''}IN ({','.join('?' * len(values))})", values
+        if len(values) != 1:
+            raise ApiError(400, "0x80040203", f"Condition operator '{cond.get('Operator')}' expects one value.")
+        value = values[0]
+        if op in ("beginswith", "endswith", "contains"):
+            pattern = {"beginswith": "{}%", "endswith": "%{}", "contains": "%{}%"}[op].format(value)
+            return f"{name} LIKE ?", [pattern]
+        sql = self._CONDITION_SQL.get(op)
+        if sql is None:
+            raise ApiError(400, "0x80040203", f"The condition operator '{cond.get('Operator')}' is not supported "
+                           "by this sandbox.")
+        return f"{name} {sql}", [value]
+
+    def _criteria(self, table: t.Table, criteria: Any) -> tuple[str, list[Any]]:
+        if not criteria:
+            return "", []
+        parts: list[str] = []
+        params: list[Any] = []
+        for cond in criteria.get("Conditions") or []:
+            sql, extra = self._condition(table, cond)
+            parts.append(sql)
+            params.extend(extra)
+        for sub in criteria.get("Filters") or []:
+            sql, extra = self._criteria(table, sub)
+            if sql:
+                parts.append(f"({sql})")
+                params.extend(extra)
+        joiner = " OR " if str(criteria.get("FilterOperator", "And")).lower() == "or" else " AND "
+        return joiner.join(parts), params
+
+    def _bulk_delete(self, req: ApiRequest) -> ApiResponse:
+        """BulkDelete: runs at once here (the real service queues a system job); answers the job id."""
+        body = req.json_body("BulkDelete")
+        queries = body.get("QuerySet") if isinstance(body, dict) else None
+        if not isinstance(queries, list) or not queries or not isinstance(body.get("JobName"), str):
+            raise ApiError(400, "0x80040203", "BulkDelete requires 'QuerySet' (a collection of QueryExpression) "
+                           "and 'JobName'.")
+        plans = []
+        for query in queries:
+            table = self.store.tables.get(str(query.get("EntityName", "")).lower()) \
+                if isinstance(query, dict) else None
+            if table is None:
+                raise ApiError(400, "0x80040203", "Each QueryExpression needs a valid 'EntityName'.")
+            if table.read_only:
+                raise self._privilege_error(table, req.caller, "Delete")
+            plans.append((table, *self._criteria(table, query.get("Criteria"))))
+        job = str(uuid.uuid4())
+        deleted = 0
+        stamp = now_utc()
+        with self.store.transaction():
+            for table, where, params in plans:
+                deleted += self.store.delete_where(table, where, params, stamp)
+            jobs = self.store.tables["asyncoperation"]
+            self.store.insert(jobs, {
+                "asyncoperationid": job, "name": body["JobName"], "operationtype": 13, "statecode": 3,
+                "statuscode": 30, "message": f"{deleted} records deleted.", "completedon": stamp,
+                "ownerid": req.caller.user_id, "createdon": stamp, "modifiedon": stamp,
+                "createdby": req.caller.user_id, "modifiedby": req.caller.user_id,
+                "versionnumber": self.store.allocate_versions(1)})
+        context = f"{self.api}$metadata#Microsoft.Dynamics.CRM.BulkDeleteResponse"
+        return ApiResponse.json(200, {"@odata.context": context, "JobId": job})
