@@ -1,8 +1,10 @@
 """
 ### Sync Person to Microsoft
 
-Creates one Marketo person as a Dynamics **lead** now, in seconds, like Marketo's "Sync Person to
-Microsoft" flow action. Trigger with `{"marketo_lead_id": 1234}`.
+Creates one Marketo person in Dynamics now, in seconds, like Marketo's "Sync Person to Microsoft" flow
+action: as a **lead** by default, or as a contact with `"sync_as": "contact"` (it then follows contact
+rules), optionally owned by a Dynamics user (`"owner"`: a systemuser id). Trigger with
+`{"marketo_lead_id": 1234}`.
 
 Does nothing, and says so, when the person is already linked to a Dynamics record or a Dynamics lead or
 contact has the same email. A person that breaks a Dynamics rule (e.g. no last name) is not created: the
@@ -28,16 +30,20 @@ with DAG(
         "marketo_lead_id": Param(
             None, type="integer", minimum=1, description="Marketo person (lead) id to create in Dynamics."
         ),
+        "sync_as": Param("lead", enum=["lead", "contact"], description="Create a Dynamics lead or contact."),
+        "owner": Param(None, type=["null", "string"], description="Dynamics systemuser id to own the record."),
     },
     doc_md=__doc__,
     tags=["dynamics-sync"],
 ):
 
-    @task_group(group_id="lead")
-    def lead() -> Any:
+    @task_group(group_id="person", tooltip="extract, transform, validate, load one Marketo person")
+    def person() -> Any:
         @task(pool=MARKETO_POOL)
         def extract(params: dict | None = None) -> dict[str, Any]:
-            return sync_person.extract_step(int(params["marketo_lead_id"]), run_info())
+            return sync_person.extract_step(
+                int(params["marketo_lead_id"]), run_info(), params.get("sync_as") or "lead", params.get("owner")
+            )
 
         @task
         def transform(extracted: dict[str, Any]) -> dict[str, Any]:
@@ -53,4 +59,4 @@ with DAG(
 
         return load(validate(transform(extract())))
 
-    lead()
+    person()

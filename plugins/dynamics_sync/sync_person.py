@@ -1,9 +1,10 @@
-"""Sync Person to Microsoft: create one Marketo person as a Dynamics lead now, or do nothing if it exists.
+"""Sync Person to Microsoft: create one Marketo person in Dynamics now, or do nothing if it exists.
 
-Like the native flow action, it never updates an existing record: if the person is already linked, or a
-Dynamics lead or contact has the same email, the run does nothing and says why (in the task log, the
-returned XCom and activity_log). The load step looks Dynamics up by email once more right before creating,
-so a retried task never creates the lead twice.
+Like the native flow action it creates a lead (or, with sync_as="contact", a contact, which then follows
+contact rules), optionally owned by a given Dynamics user, and never updates an existing record: if the
+person is already linked, or a Dynamics lead or contact has the same email, the run does nothing and says
+why (task log, returned XCom, activity_log). The load step looks Dynamics up by email once more right
+before creating, so a retried task never creates the record twice.
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ from typing import Any
 
 from dynamics_sync import extract, metadata, validate
 from dynamics_sync.entities import EntitySpec, load_entities
-from dynamics_sync.errors import RefusedToRun
+from dynamics_sync.errors import ApiError, RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook, quote
 from dynamics_sync.hooks.marketo import MarketoHook
-from dynamics_sync.load import TYPE_FIELD, rejected_activities
+from dynamics_sync.load import RECORD_LEVEL_STATUS, TYPE_FIELD, rejected_activities
 from dynamics_sync.staging import read_frame
 from dynamics_sync.state import Activity, Link, StateStore
 from dynamics_sync.steps import RunInfo, stage
 from dynamics_sync.transform import TO_DYNAMICS
 
 log = logging.getLogger(__name__)
-ENTITY = "lead"
+SYNC_AS = ("lead", "contact")
 MATCH_ENTITIES = ("lead", "contact")
 
 
-def _spec(xcom: dict[str, Any] | None = None) -> EntitySpec:
-    """The lead entity, narrowed and sharpened by the metadata the extract step read (see metadata.py)."""
-    return metadata.effective(load_entities()[ENTITY], (xcom or {}).get("columns"))
+def _spec(xcom: dict[str, Any]) -> EntitySpec:
+    """The entity to create, narrowed and sharpened by the metadata the extract step read (see metadata.py)."""
+    return metadata.effective(load_entities()[xcom["sync_as"]], xcom.get("columns"))
 
 
 def existing_in_dynamics(hook: DynamicsHook, email: str) -> tuple[str, str] | None:
@@ -47,9 +48,12 @@ def existing_in_dynamics(hook: DynamicsHook, email: str) -> tuple[str, str] | No
     return None
 
 
-def extract_step(marketo_lead_id: int, run: RunInfo) -> dict[str, Any]:
-    columns = metadata.describe(DynamicsHook(), _spec())
-    spec = metadata.effective(_spec(), columns)
+def extract_step(marketo_lead_id: int, run: RunInfo, sync_as: str = "lead", owner: str | None = None) -> dict[str, Any]:
+    if sync_as not in SYNC_AS or sync_as not in load_entities():
+        raise RefusedToRun(f"sync_as must be one of {SYNC_AS} (and configured), not {sync_as!r}")
+    configured = load_entities()[sync_as]
+    columns = metadata.describe(DynamicsHook(), configured)
+    spec = metadata.effective(configured, columns)
     person = extract.marketo_people(MarketoHook(), spec, "id", [marketo_lead_id])
     if person.empty:
         raise RefusedToRun(f"Marketo person {marketo_lead_id} does not exist")
@@ -69,6 +73,7 @@ def extract_step(marketo_lead_id: int, run: RunInfo) -> dict[str, Any]:
         if found:
             skip = f"a Dynamics {found[0]} with the same email already exists ({found[1]})"
     return {"marketo_id": marketo_lead_id, "skip": skip, "person": stage(run, spec, "person", person),
+            "sync_as": sync_as, "owner": owner or None,
             "columns": {f.dynamics: columns[f.dynamics] for f in spec.fields}}
 
 
@@ -129,19 +134,30 @@ def _load(spec: EntitySpec, validated: dict[str, Any], store: StateStore, run: R
         )])
         return {"status": "skipped", "marketo_id": marketo_id, "message": f"did nothing: {found[0]} {found[1]} exists"}
     body = {column: value for column, value in spec.to_dynamics(values).items() if value is not None}
-    lead_id = dynamics.create(spec.entity_set, body)
+    if validated.get("owner"):
+        body["ownerid@odata.bind"] = f"/systemusers({validated['owner']})"
+    try:
+        record_id = dynamics.create(spec.entity_set, body)
+    except ApiError as exc:
+        if exc.status not in RECORD_LEVEL_STATUS:
+            raise
+        store.commit_load(run.ctx, activities=[Activity(
+            "refused_by_dynamics", spec.name, TO_DYNAMICS, marketo_id=marketo_id, email=values.get("email"),
+            reason=f"Dynamics refused to create the {spec.name} (HTTP {exc.status} {exc.code}): {exc.message}",
+        )])
+        return {"status": "refused", "marketo_id": marketo_id, "message": f"not created: {exc.message}"}
     MarketoHook().sync_leads(
-        [{"id": int(marketo_id), spec.link_field: lead_id, TYPE_FIELD: spec.type_value}],
+        [{"id": int(marketo_id), spec.link_field: record_id, TYPE_FIELD: spec.type_value}],
         action="updateOnly", lookup_field="id",
     )
     store.commit_load(
         run.ctx,
-        links=[Link(spec.name, lead_id, int(marketo_id), values, values)],
-        activities=[Activity("sync_person_created", spec.name, TO_DYNAMICS, dynamics_id=lead_id,
+        links=[Link(spec.name, record_id, int(marketo_id), values, values)],
+        activities=[Activity("sync_person_created", spec.name, TO_DYNAMICS, dynamics_id=record_id,
                              marketo_id=marketo_id, email=values.get("email"),
-                             reason="created as a Dynamics lead by sync person")],
+                             reason=f"created as a Dynamics {spec.name} by sync person")],
         summaries=[{"entity": spec.name, "direction": TO_DYNAMICS, "created": 1, "updated": 0,
                     "rejected": 0, "collisions": 0, "echoes": 0}],
     )
-    return {"status": "created", "marketo_id": marketo_id, "dynamics_id": lead_id,
-            "message": f"created Dynamics lead {lead_id}"}
+    return {"status": "created", "marketo_id": marketo_id, "dynamics_id": record_id, "entity": spec.name,
+            "message": f"created Dynamics {spec.name} {record_id}"}

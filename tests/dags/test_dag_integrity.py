@@ -56,7 +56,8 @@ def test_schedules(dagbag):
     assert incremental.timetable.expression == "*/5 * * * *"
     assert incremental.max_active_runs == 1 and incremental.catchup is False
     assert "force" in initial.params and "marketo_lead_id" in person.params
-    assert {f"lead.{step}" for step in STEPS} == set(person.task_dict)
+    assert {f"person.{step}" for step in STEPS} == set(person.task_dict)
+    assert {"sync_as", "owner"} <= set(person.params)
 
 
 def test_every_dag_documents_itself_and_retries_with_backoff(dagbag):

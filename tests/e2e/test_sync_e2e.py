@@ -154,6 +154,30 @@ def test_sync_person_creates_once_then_does_nothing(world):
     assert kinds == ["sync_person_created", "sync_person_skipped"]
 
 
+def test_sync_person_as_a_contact_with_an_owner(world, sandboxes):
+    people, store = world["people"], world["store"]
+    owner = sandboxes.dynamics_info()["user_id"]
+    person = people.create_marketo({"email": "as.contact@example.com", "firstName": "Cy", "lastName": "Contact"})
+    conf = {"marketo_lead_id": person, "sync_as": "contact", "owner": owner}
+    assert str(run("sync_person_to_dynamics", conf).state) == "success"
+    [contact] = people.find_dynamics("contact", "as.contact@example.com")
+    row = people.dynamics.request("GET", f"contacts({contact['contactid']})", params={"$select": "_ownerid_value"})
+    assert row.json()["_ownerid_value"] == owner
+    assert store.links_by_marketo([person])[person].entity == "contact", "contact rules from now on"
+    assert people.read_marketo(person)["msdynContactId"] == contact["contactid"]
+    assert people.find_dynamics("lead", "as.contact@example.com") == []
+
+
+def test_sync_person_with_an_unknown_owner_is_refused_and_logged(world):
+    people, store = world["people"], world["store"]
+    person = people.create_marketo({"email": "bad.owner@example.com", "lastName": "Owner"})
+    conf = {"marketo_lead_id": person, "owner": "00000000-0000-0000-0000-000000000001"}
+    assert str(run("sync_person_to_dynamics", conf).state) == "success"
+    assert people.find_dynamics("lead", "bad.owner@example.com") == []
+    [refused] = store.activities(marketo_id=person)
+    assert refused["activity_type"] == "refused_by_dynamics" and "refused to create" in refused["reason"]
+
+
 def test_the_syncs_own_writes_are_not_bounced_back(world):
     run_ = world["runs"]["echo_cycle"]
     summaries = world["store"].summaries(run_.dag_id, run_.run_id)
