@@ -3,8 +3,8 @@
 Why here and not in ``__init__``: importing the package stays cheap, and this is the one place that
 decides how framework errors look. Under ``/rest`` and ``/bulk`` every failure is a Marketo envelope
 with HTTP 200: unknown path → ``610`` "Requested resource not found", wrong verb → ``605`` "HTTP Method
-not supported", unexpected exception → ``611`` "System error". Endpoints not implemented (bulk jobs,
-lists, programs, custom objects…) therefore answer ``610``.
+not supported", unexpected exception → ``611`` "System error". Endpoints not implemented (static
+lists, programs, assets, program-member and custom-object bulk jobs…) therefore answer ``610``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .auth import TokenStore, load_or_create_credentials
+from .bulk import BulkJobs
 from .context import SandboxContext
 from .envelope import MarketoError, error
 from .gate import Gate
+from .objects import ObjectStore
 from .routes_activities import router as activities_router
+from .routes_bulk import router as bulk_router
+from .routes_custom_activities import router as custom_activities_router
 from .routes_identity import router as identity_router
 from .routes_leads import router as leads_router
+from .routes_objects import router as objects_router
 from .routes_sandbox import router as sandbox_router
 from .store import Store
 
@@ -51,11 +56,15 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8081) -> Fa
         store=Store(state_dir / "marketo.db"),
     )
 
+    ctx.jobs = BulkJobs(ctx.store, ctx.settings, state_dir)
+    ctx.objects = ObjectStore(ctx.store)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            ctx.jobs.close()
             ctx.store.close()
 
     app = FastAPI(
@@ -68,7 +77,10 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8081) -> Fa
     app.state.ctx = ctx
     app.include_router(identity_router)
     app.include_router(leads_router)
+    app.include_router(custom_activities_router)
     app.include_router(activities_router)
+    app.include_router(bulk_router)
+    app.include_router(objects_router)
     app.include_router(sandbox_router)
     app.add_middleware(Gate, ctx=ctx)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 
 from .auth import Credentials, TokenStore
+from .faults import Faults
 from .limits import Counters, LimitSettings
 from .store import Actor, Store
 
@@ -22,6 +24,9 @@ class SandboxContext:
     store: Store
     settings: LimitSettings = field(default_factory=LimitSettings)
     counters: Counters = field(default_factory=Counters)
+    faults: Faults = field(default_factory=Faults)
+    jobs: Any = None  # bulk.BulkJobs, set by create_app
+    objects: Any = None  # objects.ObjectStore, set by create_app
 
     @property
     def base_url(self) -> str:

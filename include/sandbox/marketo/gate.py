@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -25,10 +26,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .context import SandboxContext
 from .envelope import error_body
+from .faults import MESSAGES, Fault
 
 MAX_URI = 8 * 1024
 MAX_BODY = 1024 * 1024
+MAX_IMPORT_BODY = 10 * 1024 * 1024  # bulk import files (docs: file < 10 MB)
+_IMPORT_PATH = re.compile(r"^/bulk/v1/(leads\.json|customobjects/[^/]+/import\.json)$")
 _ID_SEGMENT = re.compile(r"/\d+(?=/|\.json$)")
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def endpoint_key(method: str, path: str) -> str:
@@ -97,17 +108,25 @@ class Gate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/identity/"):
+            fault = self.ctx.faults.take(scope["method"], path)
+            if fault is not None:
+                await self._fault(fault, path, receive, send)
+                return
         if scope["type"] != "http" or not (path.startswith("/rest/") or path.startswith("/bulk/")):
             await self.app(scope, receive, send)
             return
+        max_body = MAX_IMPORT_BODY if scope["method"] == "POST" and _IMPORT_PATH.match(path) else MAX_BODY
         raw_path: bytes = scope.get("raw_path") or path.encode()
         query: bytes = scope.get("query_string", b"")
         if len(raw_path) + (len(query) + 1 if query else 0) > MAX_URI:
+            self.ctx.counters.record_http(414)
             await _send_plain(send, 414, "Request-URI Too Long")
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         declared = headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        if declared and declared.isdigit() and int(declared) > max_body:
+            self.ctx.counters.record_http(413)
             await _send_plain(send, 413, "Request Entity Too Large")
             return
         chunks: list[bytes] = []
@@ -118,7 +137,8 @@ class Gate:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY:
+            if size > max_body:
+                self.ctx.counters.record_http(413)
                 await _send_plain(send, 413, "Request Entity Too Large")
                 return
             chunks.append(chunk)
@@ -138,6 +158,11 @@ class Gate:
             message_text = "Access token expired" if code == "602" else "Access token invalid"
             ctx.counters.record_error(code or "601")
             await _send_json(send, error_body(code or "601", message_text))
+            return
+        fault = ctx.faults.take(scope["method"], path)
+        if fault is not None:
+            ctx.counters.by_endpoint[endpoint_key(scope["method"], path)] += 1
+            await self._fault(fault, path, receive, send)
             return
         refusal = ctx.counters.admit(ctx.settings, user, endpoint_key(scope["method"], path))
         if refusal is not None:
@@ -160,6 +185,36 @@ class Gate:
             await self.app(scope, replay, send)
         finally:
             ctx.counters.inflight -= 1
+
+    async def _fault(self, fault: Fault, path: str, receive: Receive, send: Send) -> None:
+        ctx = self.ctx
+        ctx.counters.faulted += 1
+        if isinstance(fault.code, int):
+            ctx.counters.record_http(fault.code)
+            try:
+                phrase = HTTPStatus(fault.code).phrase
+            except ValueError:
+                phrase = "Error"
+            await _send_plain(send, fault.code, fault.message or phrase)
+            return
+        if fault.code.lower() == "timeout":
+            hold = fault.hold_s if fault.hold_s is not None else ctx.settings.timeout_hold_s
+            disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+            try:
+                await asyncio.wait_for(asyncio.shield(disconnected), timeout=hold)
+                return  # the client gave up
+            except TimeoutError:
+                pass
+            finally:
+                disconnected.cancel()
+            ctx.counters.record_error("604")
+            await _send_json(send, error_body("604", "Request time-out"))
+            return
+        ctx.counters.record_error(fault.code)
+        message = fault.message or MESSAGES.get(fault.code, "Injected fault")
+        if fault.code == "606" and fault.message is None:
+            message = f"Max rate limit '{ctx.settings.calls_per_20s}' exceeded with in '20' secs"
+        await _send_json(send, error_body(fault.code, message))
 
     def _token(self, headers: dict[str, str], query: bytes, body: bytes) -> str | None:
         auth = headers.get("authorization", "").strip()

@@ -40,6 +40,15 @@ class LimitSettings:
     latency_ms: int = 0
     token_ttl_s: int = 3600
     allow_query_token: bool = False
+    # Bulk jobs: minimum time a job stays in each of Queued and Processing/Importing (docs: status
+    # changes at most once per 60 s; poll every 60 s or more).
+    bulk_step_ms: int = 60000
+    # Bulk extract daily allocation shared by all export types (docs: 500 MB, reset midnight Central).
+    export_daily_quota_bytes: int = 500 * 1024 * 1024
+    # A native CRM sync owns companies/opportunities/roles/sales persons: writes answer 1018.
+    crm_enabled: bool = False
+    # How long a "timeout" fault holds a call before answering 604 (past any sane client timeout).
+    timeout_hold_s: int = 300
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,7 +64,7 @@ class LimitSettings:
             if key not in known:
                 problems.append(f"unknown setting '{key}'")
                 continue
-            if key == "allow_query_token":
+            if key in ("allow_query_token", "crm_enabled"):
                 if not isinstance(value, bool):
                     problems.append(f"'{key}' must be a boolean")
                     continue
@@ -85,6 +94,27 @@ class Counters:
         self.calls = 0
         self.by_endpoint: collections.Counter[str] = collections.Counter()
         self.limit_errors: dict[str, int] = {"606": 0, "615": 0, "607": 0}
+        # errors returned per code since the last stats reset (response-level codes, "HTTP 413" style
+        # keys for HTTP-level refusals and injected HTTP faults), and record-level reasons
+        self.error_tally: collections.Counter[str] = collections.Counter()
+        self.reason_tally: collections.Counter[str] = collections.Counter()
+        self.faulted = 0
+
+    def reset_stats(self) -> None:
+        """``POST /_sandbox/stats/reset``: zero the call/error tallies; the daily quota count and the rate
+        window are left alone (they are limits, not statistics: see ``reset_counters``)."""
+        self.calls = 0
+        self.by_endpoint.clear()
+        self.limit_errors = {"606": 0, "615": 0, "607": 0}
+        self.error_tally.clear()
+        self.reason_tally.clear()
+        self.faulted = 0
+
+    def record_reasons(self, results: list[Any]) -> None:
+        for item in results:
+            if isinstance(item, dict):
+                for reason in item.get("reasons") or ():
+                    self.reason_tally[str(reason.get("code"))] += 1
 
     def _roll_day(self) -> str:
         today = marketo_day()
@@ -107,6 +137,8 @@ class Counters:
         self.calls = 0
         self.by_endpoint.clear()
         self.limit_errors = {"606": 0, "615": 0, "607": 0}
+        self.error_tally.clear()
+        self.reason_tally.clear()
 
     def admit(self, settings: LimitSettings, user: str, endpoint: str) -> tuple[str, str] | None:
         """Count the call, or return the (code, message) that refuses it."""
@@ -124,6 +156,7 @@ class Counters:
         if refusal is not None:
             self.limit_errors[refusal[0]] += 1
             self.errors[today][refusal[0]] += 1
+            self.error_tally[refusal[0]] += 1
             return refusal
         self.window.append(now)
         self.daily_total += 1
@@ -134,6 +167,10 @@ class Counters:
 
     def record_error(self, code: str) -> None:
         self.errors[self._roll_day()][code] += 1
+        self.error_tally[code] += 1
+
+    def record_http(self, status: int) -> None:
+        self.error_tally[f"HTTP {status}"] += 1
 
     def usage_days(self, days: int) -> list[dict[str, Any]]:
         """Result items of ``stats/usage.json`` (days=1) and ``usage/last7days.json`` (days=7)."""

@@ -28,6 +28,7 @@ from .envelope import MarketoError, ok
 from .fields import FIELDS_BY_NAME
 from .paging import activity_token, parse_activity_token, parse_since, since_key
 from .params import Params
+from .routes_custom_activities import catalogue_for
 from .routes_leads import batch_size
 
 router = APIRouter()
@@ -61,8 +62,8 @@ def _position(params: Params) -> tuple[dt.datetime, int]:
 
 
 @router.get("/rest/v1/activities/types.json")
-async def types() -> Response:
-    return ok(ACTIVITY_TYPES)
+async def types(request: Request) -> Response:
+    return ok([*ACTIVITY_TYPES, *catalogue_for(request)])
 
 
 @router.get("/rest/v1/activities/pagingtoken.json")

@@ -170,6 +170,7 @@ async def _sync(request: Request, body: bytes, ctype: str) -> Response:
         ctx.store.sync_leads, action, lookup, records, partition if isinstance(partition, str) else None,
         actor_of(request),
     )
+    ctx.counters.record_reasons(results)
     return ok(results)
 
 
@@ -199,6 +200,7 @@ async def _delete(request: Request, body: bytes, ctype: str) -> Response:
     if len(ids) > MAX_BATCH:
         raise MarketoError("1003", f"Batch size of {len(ids)} exceeds the maximum of {MAX_BATCH}")
     results = await run_in_threadpool(ctx_of(request).store.delete_leads, ids, actor_of(request))
+    ctx_of(request).counters.record_reasons(results)
     return ok(results)
 
 

@@ -2,18 +2,27 @@
 
 - ``GET /_sandbox/info`` → URLs and credentials. The keys ``rest_url``, ``identity_url``,
   ``munchkin_id``, ``client_id`` and ``client_secret`` are a promise to outside tools: do not rename.
-- ``POST /_sandbox/reset`` → delete all leads and activities (credentials, tokens and limits stay).
-- ``POST /_sandbox/seed`` ``{"people", "overlap_leads", "overlap_contacts", "seed"}`` → synthetic people
-  (see :mod:`seed`), with New Lead activities by API user ``seed``.
-- ``GET|POST /_sandbox/limits`` → read / partly update the limit settings; ``{"reset_counters": true}``
-  clears the rate window and the daily count.
-- ``GET /_sandbox/stats`` → counted calls since ``reset_counters``, per endpoint (keys like
-  ``GET /rest/v1/lead/{id}.json``; a ``POST`` with ``_method=GET`` counts as the ``GET``), limit
-  refusals (606/615/607), lead count.
+- ``POST /_sandbox/reset`` → delete all leads, activities, objects and bulk jobs (credentials, tokens,
+  custom activity types and limits stay).
+- ``POST /_sandbox/seed`` ``{"entity": "lead", "count": N, "seed": S, "overlap_leads": A,
+  "overlap_contacts": B}`` or the original ``{"people": N, "overlap_leads", "overlap_contacts", "seed"}``
+  → synthetic people (see :mod:`seed`), with New Lead activities by API user ``seed``; ``entity`` may
+  also be ``companies``/``opportunities``/``opportunities/roles``/``salespersons`` or a custom object
+  apiName (``{"entity": "carOwnership_c", "count": N, "seed": S}``).
+- ``GET|POST /_sandbox/limits`` → read / partly update the limit settings (``calls_per_20s``,
+  ``max_concurrent``, ``daily_quota``, ``latency_ms``, ``token_ttl_s``, ``allow_query_token``,
+  ``bulk_step_ms``, ``export_daily_quota_bytes``, ``crm_enabled``, ``timeout_hold_s``);
+  ``{"reset_counters": true}`` clears the rate window, the daily count and the stats tallies.
+- ``POST|GET|DELETE /_sandbox/faults`` → inject / list / clear faults (see :mod:`faults`).
+- ``GET /_sandbox/stats`` → counted calls per endpoint (keys like ``GET /rest/v1/lead/{id}.json``; a
+  ``POST`` with ``_method=GET`` counts as the ``GET``), errors returned per code (``errors``; HTTP-level
+  ones as ``"HTTP 413"``), record-level reason codes, limit refusals (606/615/607), faulted calls, quota
+  used today, records per entity. ``POST /_sandbox/stats/reset`` zeroes the tallies (not the quota).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -61,28 +70,81 @@ async def info(request: Request) -> dict[str, Any]:
 
 @router.post("/reset")
 async def reset(request: Request) -> dict[str, Any]:
-    await run_in_threadpool(ctx_of(request).store.reset)
+    ctx = ctx_of(request)
+    await run_in_threadpool(ctx.store.reset)
+    if ctx.jobs is not None:
+        ctx.jobs.reset()
+    if ctx.objects is not None:
+        await run_in_threadpool(ctx.objects.reset)
     return {"ok": True}
 
 
 @router.post("/seed")
 async def seed(request: Request) -> JSONResponse:
+    """Two body forms: ``{"entity": "lead"|<object>, "count": N, "seed": S, ...}`` and the original
+    ``{"people": N, "overlap_leads": A, "overlap_contacts": B, "seed": S}`` (leads)."""
     data = await _json_object(request)
     if data is None:
         return _bad("body must be a JSON object")
+    ctx = ctx_of(request)
+    entity = data.get("entity")
+    if entity is None and "people" not in data:
+        return _bad("give 'entity' and 'count' (or the legacy 'people')")
+    if entity is not None and entity not in ("lead", "leads"):
+        if not isinstance(entity, str) or ctx.objects is None or not ctx.objects.has_type(entity):
+            known = ", ".join(["lead", *(ctx.objects.type_names() if ctx.objects is not None else [])])
+            return _bad(f"unknown entity '{entity}' (known: {known})")
+        count, seed_value = data.get("count"), data.get("seed", 42)
+        for key, value in (("count", count), ("seed", seed_value)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return _bad(f"'{key}' must be a non-negative integer")
+        created = await run_in_threadpool(ctx.objects.seed, entity, count, seed_value)
+        return JSONResponse({"ok": True, "entity": entity, "created": created})
     values: dict[str, int] = {}
-    for key, default in (("people", None), ("overlap_leads", 0), ("overlap_contacts", 0), ("seed", 42)):
+    count_key = "count" if entity is not None else "people"
+    for key, default in ((count_key, None), ("overlap_leads", 0), ("overlap_contacts", 0), ("seed", 42)):
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             return _bad(f"'{key}' must be a non-negative integer")
         values[key] = value
-    if values["overlap_leads"] + values["overlap_contacts"] > values["people"]:
-        return _bad("overlap_leads + overlap_contacts must not exceed people")
-    rows = seed_mod.people(values["people"], values["overlap_leads"], values["overlap_contacts"], values["seed"])
-    created, skipped = await run_in_threadpool(
-        ctx_of(request).store.seed, list(rows), seed_mod.SEED_COLUMNS, "seed"
-    )
-    return JSONResponse({"ok": True, "people": created, "skipped_existing": skipped})
+    n = values[count_key]
+    if values["overlap_leads"] + values["overlap_contacts"] > n:
+        return _bad(f"overlap_leads + overlap_contacts must not exceed {count_key}")
+    rows = seed_mod.people(n, values["overlap_leads"], values["overlap_contacts"], values["seed"])
+    started = time.monotonic()
+    created, skipped = await run_in_threadpool(ctx.store.seed, rows, seed_mod.SEED_COLUMNS, "seed")
+    out: dict[str, Any] = {"ok": True, "people": created, "skipped_existing": skipped}
+    if entity is not None:
+        out.update({"entity": "lead", "created": created, "seconds": round(time.monotonic() - started, 3)})
+    return JSONResponse(out)
+
+
+@router.post("/faults")
+async def add_fault(request: Request) -> JSONResponse:
+    data = await _json_object(request)
+    if data is None:
+        return _bad("body must be a JSON object")
+    ctx = ctx_of(request)
+    items = data.get("faults") if isinstance(data.get("faults"), list) else [data]
+    added = []
+    for item in items:
+        if not isinstance(item, dict):
+            return _bad("each fault must be a JSON object")
+        fault = ctx.faults.add(item)
+        if isinstance(fault, str):
+            return _bad(fault)
+        added.append(fault.as_dict())
+    return JSONResponse({"ok": True, "added": added, "faults": ctx.faults.list()})
+
+
+@router.get("/faults")
+async def list_faults(request: Request) -> dict[str, Any]:
+    return {"faults": ctx_of(request).faults.list()}
+
+
+@router.delete("/faults")
+async def clear_faults(request: Request) -> dict[str, Any]:
+    return {"ok": True, "cleared": ctx_of(request).faults.clear()}
 
 
 @router.get("/limits")
@@ -109,11 +171,39 @@ async def set_limits(request: Request) -> JSONResponse:
 
 @router.get("/stats")
 async def stats(request: Request) -> dict[str, Any]:
+    """Calls per endpoint, errors returned per code, quota used today, records per entity."""
     ctx = ctx_of(request)
     counters = ctx.counters
+    leads = await run_in_threadpool(ctx.store.count_leads)
+    records: dict[str, int] = {"leads": leads, "activities": await run_in_threadpool(ctx.store.count_activities)}
+    if ctx.objects is not None:
+        records.update(await run_in_threadpool(ctx.objects.counts))
+    if ctx.jobs is not None:
+        records.update(ctx.jobs.counts())
+    counters._roll_day()
     return {
         "calls": counters.calls,
         "by_endpoint": dict(sorted(counters.by_endpoint.items())),
+        "errors": dict(sorted(counters.error_tally.items())),
+        "record_reasons": dict(sorted(counters.reason_tally.items())),
         "limit_errors": dict(counters.limit_errors),
-        "leads": await run_in_threadpool(ctx.store.count_leads),
+        "faulted": counters.faulted,
+        "quota": {
+            "day": counters.day,
+            "used_today": counters.daily_total,
+            "daily_quota": ctx.settings.daily_quota,
+            "remaining_today": max(0, ctx.settings.daily_quota - counters.daily_total),
+            "calls_in_window": len(counters.window),
+            "inflight": counters.inflight,
+        },
+        "quota_used_today": counters.daily_total,
+        "export_bytes_today": ctx.jobs.export_bytes_today() if ctx.jobs is not None else 0,
+        "records": records,
+        "leads": leads,
     }
+
+
+@router.post("/stats/reset")
+async def stats_reset(request: Request) -> dict[str, Any]:
+    ctx_of(request).counters.reset_stats()
+    return {"ok": True}

@@ -118,6 +118,7 @@ class LeadNotFound(Exception):
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
@@ -143,6 +144,10 @@ class Store:
         self._conn.execute("ROLLBACK")
 
     # ------------------------------------------------------------------ reads
+    def count_activities(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM activities").fetchone()[0])
+
     def count_leads(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM leads").fetchone()[0])
@@ -425,19 +430,28 @@ class Store:
             f"INSERT INTO leads ({','.join(_q(c) for c in cols)}) SELECT {','.join('?' * len(cols))} "
             "WHERE NOT EXISTS (SELECT 1 FROM leads WHERE email = ?)"
         )
-        people = list(people)
+        total = 0
+        created = 0
         with self._lock:
             self._begin()
             try:
                 now = now_iso()
-                rows = [(*p, now, now, p[email_idx]) for p in people]
                 extra = json.dumps({"Created Date": now[:10], "Source Type": SOURCE_WEB_SERVICE})
                 before = int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM leads").fetchone()[0])
                 seq = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'leads'").fetchone()
                 if seq is not None:
                     before = max(before, int(seq[0]))
                 changes_before = self._conn.total_changes
-                self._conn.executemany(sql, rows)
+                chunk: list[tuple[Any, ...]] = []
+                for p in people:
+                    chunk.append((*p, now, now, p[email_idx]))
+                    if len(chunk) >= 20_000:
+                        self._conn.executemany(sql, chunk)
+                        total += len(chunk)
+                        chunk = []
+                if chunk:
+                    self._conn.executemany(sql, chunk)
+                    total += len(chunk)
                 created = self._conn.total_changes - changes_before
                 self._conn.execute(
                     f"INSERT INTO activities ({_ACT_COLS}) "
@@ -449,7 +463,7 @@ class Store:
             except BaseException:
                 self._rollback()
                 raise
-        return created, len(rows) - created
+        return created, total - created
 
 
 def skipped(code: str, message: str) -> dict[str, Any]:
