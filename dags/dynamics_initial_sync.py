@@ -9,6 +9,9 @@ both watermarks, so `dynamics_incremental_sync` then moves only what changed.
 **Refuses to run over a populated state store** (it would re-copy everything); trigger with
 `{"force": true}` to re-run it on purpose, e.g. after a Dynamics change-tracking token expired.
 
+**Onboarding an entity**: trigger with `{"entities": ["new_project"]}` to copy only the named entities
+(the others are skipped). Their whole history is copied here, never through the 5-minute cycle.
+
 Per entity: `extract` (Dynamics change-tracking read + Marketo lookups by email) >> `transform`
 (plan creates and links) >> `validate` (Great Expectations; failing rows go to `activity_log`) >> `load`
 (Marketo upserts, then links, snapshots and watermarks in one state-store transaction).
@@ -16,7 +19,7 @@ Per entity: `extract` (Dynamics change-tracking read + Marketo lookups by email)
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Param, chain, task
+from airflow.sdk import DAG, Param, task
 
 from dynamics_sync.entities import entity_names
 from dynamics_sync.steps import INITIAL
@@ -30,18 +33,21 @@ with DAG(
     default_args=default_args(),
     params={
         "force": Param(False, type="boolean", description="Run even though the state store is populated."),
+        "entities": Param([], type="array", items={"type": "string"},
+                          description="Copy only these entities (default: every configured entity)."),
     },
     doc_md=__doc__,
     tags=["dynamics-sync"],
 ):
 
     @task
-    def check_state_store(params: dict | None = None) -> str:
-        """Refuse to copy over a populated state store unless the run says force."""
-        from dynamics_sync.guards import refuse_populated_store
+    def check_state_store(params: dict | None = None) -> list[str]:
+        """Which entities to copy: refuse any whose copy exists already, unless the run says force."""
+        from dynamics_sync.guards import select_for_initial_copy
 
-        return refuse_populated_store(force=bool((params or {}).get("force")))
+        params = params or {}
+        return select_for_initial_copy(params.get("entities"), force=bool(params.get("force")))
 
-    guard = check_state_store()
+    selected = check_state_store()
     for name in entity_names():
-        chain(guard, entity_sync(name, INITIAL))
+        entity_sync(name, INITIAL, selected=selected)

@@ -255,11 +255,15 @@ class StateStore:
 
     # ---- reads -------------------------------------------------------------------------------------
 
-    def is_populated(self) -> bool:
+    def is_populated(self, entity: str | None = None) -> bool:
+        """Whether any link or watermark exists (for `entity`, or at all)."""
+        links_query = select(func.count()).select_from(record_links)
+        marks_query = select(func.count()).select_from(watermarks)
+        if entity is not None:
+            links_query = links_query.where(record_links.c.entity == entity)
+            marks_query = marks_query.where(watermarks.c.entity == entity)
         with self.engine.connect() as conn:
-            links = conn.execute(select(func.count()).select_from(record_links)).scalar_one()
-            marks = conn.execute(select(func.count()).select_from(watermarks)).scalar_one()
-        return bool(links or marks)
+            return bool(conn.execute(links_query).scalar_one() or conn.execute(marks_query).scalar_one())
 
     def links_by_dynamics(self, entity: str, dynamics_ids: Iterable[str]) -> dict[str, Link]:
         return {

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, TaskGroup, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from dynamics_sync import steps
 from dynamics_sync.entities import ConfigError
@@ -71,16 +72,19 @@ def release_lock_on_failure(entity: str) -> Any:
     return callback
 
 
-def entity_sync(entity: str, mode: str) -> TaskGroup:
+def entity_sync(entity: str, mode: str, selected: Any = None) -> TaskGroup:
     """extract >> transform (conflict-resolve) >> validate (Great Expectations) >> load, for one entity.
 
-    Returns the group itself, so `guard >> entity_sync(...)` puts the guard before every step.
+    `selected` (an upstream task's list of entity names) skips the whole group when the entity is not in
+    it. Returns the group itself, so `guard >> entity_sync(...)` puts the guard before every step.
     """
     released = release_lock_on_failure(entity)
     with TaskGroup(group_id=entity, tooltip=f"sync {entity}: extract, transform, validate, load") as group:
 
         @task(pool=MARKETO_POOL, on_failure_callback=released)
-        def extract() -> dict[str, Any]:
+        def extract(selected: list[str] | None = None) -> dict[str, Any]:
+            if selected is not None and entity not in selected:
+                raise AirflowSkipException(f"{entity} is not among the entities this run syncs: {selected}")
             return steps.extract_step(entity, mode, run_info())
 
         @task(on_failure_callback=released)
@@ -95,5 +99,5 @@ def entity_sync(entity: str, mode: str) -> TaskGroup:
         def load(validated: dict[str, Any]) -> dict[str, Any]:
             return steps.load_step(entity, validated, run_info())
 
-        load(validate(transform(extract())))
+        load(validate(transform(extract(selected))))
     return group

@@ -18,7 +18,8 @@ def test_malformed_config_fails_the_tasks_and_names_the_problem(sandboxes, fresh
     dag_run = run("dynamics_initial_sync")
     assert str(dag_run.state) == "failed"
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-    assert states["lead.extract"] == "failed" and states["check_state_store"] == "success"
+    assert states["check_state_store"] == "failed", "the first task that reads the config fails"
+    assert states["lead.extract"] == "upstream_failed"
     out, err = capfd.readouterr()
     assert "entities.lead.collision_authority must be one of" in out + err
     assert fresh_state.count_links() == 0 and not fresh_state.is_populated()
@@ -40,3 +41,18 @@ def test_a_configured_column_missing_in_dynamics_is_reported_and_the_rest_syncs(
     assert fresh_state.count_links("lead") == 20
     [drift] = fresh_state.activities(activity_type="schema_drift")
     assert drift["field"] == "leadSource" and "no column 'new_favouritecolour'" in drift["reason"]
+
+
+def test_an_entity_is_onboarded_alone_by_the_initial_copy(sandboxes, fresh_state):
+    """Naming entities copies only those; one already copied is refused without force."""
+    sandboxes.post("dynamics", "/_sandbox/reset")
+    sandboxes.post("marketo", "/_sandbox/reset")
+    sandboxes.post("dynamics", "/_sandbox/seed", {"leads": 12, "contacts": 8, "seed": 9})
+    first = run("dynamics_initial_sync", {"entities": ["lead"]})
+    states = {ti.task_id: str(ti.state) for ti in first.get_task_instances()}
+    assert str(first.state) == "success" and states["contact.load"] == "skipped"
+    assert (fresh_state.count_links("lead"), fresh_state.count_links("contact")) == (12, 0)
+    assert str(run("dynamics_initial_sync", {"entities": ["contact"]}).state) == "success"
+    assert fresh_state.count_links("contact") == 8
+    again = run("dynamics_initial_sync", {"entities": ["lead"]})
+    assert str(again.state) == "failed" and fresh_state.count_links("lead") == 12
