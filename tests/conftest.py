@@ -17,6 +17,7 @@ import pytest
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="dynamics-sync-tests-"))
 os.environ["AIRFLOW_HOME"] = str(SESSION_DIR / "airflow")
 os.environ["DYNAMICS_SYNC_STAGING"] = (SESSION_DIR / "staging").as_uri()
+os.environ["DYNAMICS_SYNC_DATA_DOCS"] = str(SESSION_DIR / "data_docs")
 os.environ["AIRFLOW_CONN_DYNAMICS_SYNC_STATE"] = f'{{"conn_type": "sqlite", "host": "{SESSION_DIR / "state.db"}"}}'
 os.environ["DYNAMICS_SYNC_RETRIES"] = "1"
 os.environ["DYNAMICS_SYNC_RETRY_DELAY_S"] = "1"

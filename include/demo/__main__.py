@@ -27,6 +27,7 @@ def main() -> int:
 
     os.environ["AIRFLOW_CONN_DYNAMICS_SYNC_STATE"] = f'{{"conn_type": "sqlite", "host": "{DEMO / "state.db"}"}}'
     os.environ["DYNAMICS_SYNC_STAGING"] = (DEMO / "staging").as_uri()
+    os.environ["DYNAMICS_SYNC_DATA_DOCS"] = str(DEMO / "data_docs")
     os.environ.setdefault("DYNAMICS_SYNC_RETRIES", "1")
     os.environ.setdefault("DYNAMICS_SYNC_RETRY_DELAY_S", "5")
     configure()
@@ -44,7 +45,8 @@ def main() -> int:
     finally:
         boxes.stop()
     print(f"\nDemo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s "
-          f"(state store: {DEMO / 'state.db'})")
+          f"(state store: {DEMO / 'state.db'}; Great Expectations Data Docs: {DEMO / 'data_docs'}/<suite>/gx/"
+          "uncommitted/data_docs/local_site/index.html)")
     return 0 if ok else 1
 
 

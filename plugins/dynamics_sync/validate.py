@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,6 +28,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 for _name in ("great_expectations", "great_expectations._docs_decorators"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
+DEFAULT_DATA_DOCS = Path(__file__).resolve().parents[2] / ".local" / "data_docs"
 EMAIL_REGEX = r"^[^@\s]+@[^@\s]+\.[A-Za-z0-9-]{2,}$"
 KEY = "_row"
 MARKETO_TEXT_MAX = 255
@@ -81,42 +84,53 @@ def _expectation(rule: Rule) -> Any:
     return gxe.ExpectColumnValuesToMatchRegex(column=rule.column, regex=EMAIL_REGEX)
 
 
-def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> dict[int, list[tuple[Rule, Any]]]:
-    """Validate `frame` (must carry the KEY column); returns failing row keys with rule and value."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
+def data_docs_root() -> Path:
+    return Path(os.environ.get("DYNAMICS_SYNC_DATA_DOCS") or DEFAULT_DATA_DOCS)
 
-    context = gx.get_context(
-        mode="ephemeral",
-        project_config=DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(),
-            progress_bars=ProgressBarsConfig(globally=False),
-            analytics_enabled=False,
-        ),
-    )
-    source = context.data_sources.add_pandas("dynamics_sync")
-    batch_def = source.add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
+
+def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> dict[int, list[tuple[Rule, Any]]]:
+    """Validate `frame` (must carry the KEY column); returns failing row keys with rule and value.
+
+    Runs as a GX checkpoint in a file context of its own per suite, so the Data Docs of the suite's last
+    run are rebuilt under data_docs_root()/<suite>/ (earlier runs' results are dropped first: the docs
+    show the last run, the activity_log keeps the history).
+    """
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    root = data_docs_root() / suite_name
+    shutil.rmtree(root / "gx" / "uncommitted" / "validations", ignore_errors=True)
+    context = gx.get_context(mode="file", project_root_dir=str(root))
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_or_update_pandas("dynamics_sync")
+    asset = source.get_asset("rows") if "rows" in source.get_asset_names() else source.add_dataframe_asset("rows")
+    if "all" in [d.name for d in asset.batch_definitions]:
+        batch_def = asset.get_batch_definition("all")
+    else:
+        batch_def = asset.add_batch_definition_whole_dataframe("all")
+    expectations = []
     for index, rule in enumerate(rules):
         expectation = _expectation(rule)
         expectation.meta = {"rule": index}
-        suite.add_expectation(expectation)
-    batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
-    outcome = batch.validate(
-        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [KEY]}
+        expectations.append(expectation)
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite_name, data=batch_def, suite=suite)
     )
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=suite_name, validation_definitions=[definition], actions=[UpdateDataDocsAction(name="data_docs")],
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [KEY]},
+    ))
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
     failures: dict[int, list[tuple[Rule, Any]]] = {}
-    for result in outcome.results:
-        if result.success:
-            continue
-        rule = rules[int(result.expectation_config.meta["rule"])]
-        for item in result.result.get("unexpected_index_list") or []:
-            value = item.get(rule.column)
-            failures.setdefault(int(item[KEY]), []).append((rule, None if pd.isna(value) else value))
+    for validation in outcome.run_results.values():
+        for result in validation.results:
+            if result.success:
+                continue
+            rule = rules[int(result.expectation_config.meta["rule"])]
+            for item in result.result.get("unexpected_index_list") or []:
+                value = item.get(rule.column)
+                failures.setdefault(int(item[KEY]), []).append((rule, None if pd.isna(value) else value))
     return failures
 
 

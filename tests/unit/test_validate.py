@@ -49,3 +49,11 @@ def test_marketo_creates_need_an_email_but_updates_by_id_do_not():
 def test_an_empty_batch_passes_through():
     split = split_invalid(_rows().iloc[0:0], load_entities()["lead"], "dynamics")
     assert split.good.empty and split.bad.empty
+
+
+def test_data_docs_of_the_last_run_are_built_per_suite(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNAMICS_SYNC_DATA_DOCS", str(tmp_path))
+    spec = load_entities()["contact"]
+    split_invalid(_rows({"dynamics_id": "x", "email": "bad", "lastName": "Z"}), spec, "dynamics")
+    index = tmp_path / "contact_to_dynamics" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    assert index.exists() and "contact_to_dynamics" in index.read_text()
