@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynamics_sync import extract, load, metadata, transform, validate
+from dynamics_sync import extract, load, marketo_activity, metadata, transform, validate
 from dynamics_sync.entities import EntitySpec, load_entities
 from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook
@@ -260,6 +260,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
         release=spec.name,
     )
     store.dispose()
+    marketo_activity.post_failures(MarketoHook(), activities)
     result = {
         "entity": spec.name,
         "to_marketo": {"created": to_marketo.created, "updated": to_marketo.updated,

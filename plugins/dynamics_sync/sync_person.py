@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from dynamics_sync import extract, metadata, validate
+from dynamics_sync import extract, marketo_activity, metadata, validate
 from dynamics_sync.entities import EntitySpec, load_entities
 from dynamics_sync.errors import ApiError, RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook, quote
@@ -104,6 +104,9 @@ def load_step(validated: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     store = StateStore.from_connection()
     try:
         outcome = _load(spec, validated, store, run)
+        logged = store.activities(dag_id=run.dag_id, run_id=run.run_id)
+        fields = Activity.__dataclass_fields__
+        marketo_activity.post_failures(MarketoHook(), [Activity(**{f: row[f] for f in fields}) for row in logged])
     finally:
         store.dispose()
     log.info("sync person %s: %s", marketo_id, outcome["message"])

@@ -6,6 +6,7 @@ person twice, and a second cycle. Each test asserts one behaviour users rely on.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -40,7 +41,8 @@ def world(sandboxes: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                                                      "seed": 7})
         people = People(sandboxes)
         store = StateStore.from_connection()
-        w: dict[str, Any] = {"people": people, "store": store, "runs": {}}
+        w: dict[str, Any] = {"people": people, "store": store, "runs": {},
+                             "started": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)}
         w["runs"]["initial"] = run("dynamics_initial_sync")
         leads, contacts = _links(store, "lead"), _links(store, "contact")
         w["leads"], w["contacts"] = leads, contacts
@@ -137,6 +139,11 @@ def test_invalid_record_is_logged_and_the_rest_of_its_batch_loads(world):
     [rejection] = rejections  # logged once, not again by the next cycle
     assert rejection["field"] == "lastName" and "lastname is required" in rejection["reason"]
     assert rejection["direction"] == "marketo_to_dynamics" and rejection["marketo_id"] == leads[3][1]
+    # ...and marketers see it on the person in Marketo, as with the native sync.
+    types = {t["name"]: t["id"] for t in people.marketo.call("GET", "/v1/activities/types.json")["result"]}
+    seen = [a for page, _ in people.marketo.activities([types["Dynamics Sync Failed"]], since=world["started"])
+            for a in page if a["leadId"] == leads[3][1]]
+    assert seen and "lastname is required" in str(seen[0]["attributes"])
     assert people.read_dynamics("lead", leads[4][0])["jobtitle"] == "Same batch, valid"
 
 

@@ -253,6 +253,32 @@ class MarketoHook(BaseHook):
             if not body.get("moreResult"):
                 return
 
+    # ---- custom activities --------------------------------------------------------------------------
+
+    def ensure_activity_type(self, definition: dict[str, Any], attributes: Sequence[dict[str, Any]]) -> int:
+        """The id of the approved custom activity type `definition["apiName"]`, creating it if missing."""
+        api_name = definition["apiName"]
+        for item in self.call("GET", "/v1/activities/external/types.json").get("result") or []:
+            if item.get("apiName") == api_name and item.get("status") == "approved":
+                return int(item["id"])
+            if item.get("apiName") == api_name:
+                break
+        else:
+            self.call("POST", "/v1/activities/external/type.json", json=definition)
+            self.call("POST", f"/v1/activities/external/type/{api_name}/attributes/create.json",
+                      json={"apiName": api_name, "attribute": list(attributes)})
+        [approved] = self.call("POST", f"/v1/activities/external/type/{api_name}/approve.json")["result"]
+        return int(approved["id"])
+
+    def add_activities(self, activities: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Add custom activities to people, 300 a call; one result per activity, in order."""
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(activities), BATCH):
+            chunk = list(activities[start : start + BATCH])
+            body = self.call("POST", "/v1/activities/external.json", json={"input": chunk})
+            results.extend(body.get("result") or [])
+        return results
+
     def test_connection(self) -> tuple[bool, str]:
         try:
             self.describe_leads()
