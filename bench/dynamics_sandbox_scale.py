@@ -9,7 +9,7 @@ Starts ``python -m include.sandbox.dynamics`` on a free port with a temporary st
 4. sends B ``$batch`` calls (default 1,000) of S upserts each (default 1,000, PATCH by id in one change set);
 5. reports elapsed times, rates and the sandbox's peak and current RSS (``/proc/<pid>/status``).
 
-Usage: ``.venv/bin/python bench/dynamics_sandbox_scale.py [--contacts 1000000] [--changes 100000]
+Usage: ``.venv/bin/python -m bench.dynamics_sandbox_scale [--contacts 1000000] [--changes 100000]
 [--batches 1000] [--batch-size 1000]``. Prints one JSON document of figures.
 """
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,14 +27,11 @@ from typing import Any
 
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
+from include.runtime.sandboxes import SandboxProcess, free_port
+
 NS = uuid.UUID("3b0f6d55-8f0e-4f47-9a0e-7d6c1c7f2a10")  # include/sandbox/dynamics/seed.py _NS
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _proc_status(pid: int) -> dict[str, int]:
@@ -95,24 +90,13 @@ class Bench:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="dynamics-bench-"))
-    port = _free_port()
-    log = (state / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "include.sandbox.dynamics", "--port", str(port),
-                             "--state-dir", str(state)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    base, ca = f"https://127.0.0.1:{port}", str(state / "ca.pem")
+    box = SandboxProcess("dynamics", free_port(), state, state / "server.log")
     figures: dict[str, Any] = {"contacts": args.contacts, "changes": args.changes, "batches": args.batches,
                                "batch_size": args.batch_size}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if Path(ca).exists() and requests.get(base + "/_sandbox/info", verify=ca, timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("sandbox did not start")
-            time.sleep(0.2)
+        box.start().wait(60)
+        proc = box.proc
+        base, ca = box.url, str(box.ca_file)
         b = Bench(base, ca, proc.pid)
         figures["rss_mb_idle"] = _proc_status(proc.pid)["VmRSS"]
         # A bench measures throughput, not the per-user service-protection limits.
@@ -182,12 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "db_mb": stats["db_mb"], "sandbox_requests": stats["requests"]})
         return figures
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        box.stop()
 
 
 def main() -> int:

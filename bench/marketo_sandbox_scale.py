@@ -1,6 +1,6 @@
 """Scale figures of the Marketo sandbox at one million leads (run by hand, not part of the test suite).
 
-    .venv/bin/python bench/marketo_sandbox_scale.py [--leads 1000000] [--workers 8]
+    .venv/bin/python -m bench.marketo_sandbox_scale [--leads 1000000] [--workers 8]
 
 Starts ``python -m include.sandbox.marketo`` on a free port with a temporary state dir, turns the limits
 off, then measures: seeding N leads; reading them all through bulk export (create → Completed →
@@ -15,9 +15,6 @@ import argparse
 import datetime as dt
 import io
 import json
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +23,7 @@ from typing import Any
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from include.runtime.sandboxes import SandboxProcess, free_port
 
 
 def _rss_mib(pid: int) -> tuple[float, float]:
@@ -53,19 +44,10 @@ def main() -> None:
     n = args.leads
     figures: dict[str, Any] = {"leads": n, "workers": args.workers}
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "include.sandbox.marketo", "--port", str(port), "--state-dir", tmp,
-             "--log-level", "warning"], cwd=ROOT,
-        )
-        base = f"http://127.0.0.1:{port}"
+        box = SandboxProcess("marketo", free_port(), Path(tmp), None, ("--log-level", "warning"))
         try:
-            for _ in range(100):
-                try:
-                    info = requests.get(f"{base}/_sandbox/info", timeout=2).json()
-                    break
-                except requests.RequestException:
-                    time.sleep(0.2)
+            box.start().wait(60)
+            proc, base, info = box.proc, box.url, box.info()
             requests.post(f"{base}/_sandbox/limits", json={
                 "calls_per_20s": 10**9, "max_concurrent": 10**6, "daily_quota": 10**9, "bulk_step_ms": 0,
                 "export_daily_quota_bytes": 10**12, "reset_counters": True}, timeout=10).raise_for_status()
@@ -184,8 +166,7 @@ def main() -> None:
                               range(2000)))
             figures["describe_calls_per_s"] = round(2000 / (time.monotonic() - t), 1)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            box.stop()
     print(json.dumps(figures, indent=2))
 
 

@@ -12,28 +12,21 @@ import base64
 import concurrent.futures
 import json
 import re
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msal
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+from include.runtime.sandboxes import SandboxProcess, free_port
+
 DEFAULT_LIMITS = {"requests_per_300s": 6000, "max_concurrent": 52, "latency_ms": 0, "token_ttl_s": 3599,
                   "delta_token_ttl_s": 604800, "strict_required": False}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sandbox:
@@ -74,35 +67,8 @@ class Sandbox:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     state = tmp_path_factory.mktemp("dynamics-sandbox")
-    port = _free_port()
-    log = (state / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "include.sandbox.dynamics", "--host", "127.0.0.1", "--port", str(port),
-         "--state-dir", str(state)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base, ca = f"https://127.0.0.1:{port}", state / "ca.pem"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (state / "server.log").read_text()
-            if ca.exists():
-                try:
-                    if requests.get(base + "/_sandbox/info", verify=str(ca), timeout=2).ok:
-                        break
-                except requests.ConnectionError:
-                    pass
-            assert time.monotonic() < deadline, "sandbox did not start in 30 s"
-            time.sleep(0.1)
-        yield Sandbox(base, str(ca))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with SandboxProcess("dynamics", free_port(), state, state / "server.log") as box:
+        yield Sandbox(box.url, str(box.ca_file))
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ only inside the tests that exercise them.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,15 +16,12 @@ from typing import Any
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from include.runtime.sandboxes import SandboxProcess, free_port
+
 RELAXED = {"calls_per_20s": 100000, "max_concurrent": 10, "daily_quota": 50000, "latency_ms": 0, "token_ttl_s": 3600,
            "allow_query_token": False, "reset_counters": True}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Api:
@@ -74,35 +68,10 @@ class Api:
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state = tmp_path_factory.mktemp("marketo-sandbox")
-    port = _free_port()
-    log = open(state / "server.log", "wb")  # noqa: SIM115 (closed after the process ends)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "include.sandbox.marketo", "--host", "127.0.0.1", "--port", str(port),
-         "--state-dir", str(state / "state"), "--log-level", "warning"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        info: dict[str, Any] | None = None
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sandbox exited: {(state / 'server.log').read_text()}")
-            try:
-                info = requests.get(f"{base}/_sandbox/info", timeout=2).json()
-                break
-            except requests.RequestException:
-                time.sleep(0.2)
-        assert info is not None, "sandbox did not answer"
-        requests.post(f"{base}/_sandbox/limits", json=RELAXED, timeout=10).raise_for_status()
-        yield {"base": base, "info": info, "state": state / "state"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with SandboxProcess("marketo", free_port(), state / "state", state / "server.log",
+                        ("--log-level", "warning")) as sandbox:
+        requests.post(f"{sandbox.url}/_sandbox/limits", json=RELAXED, timeout=10).raise_for_status()
+        yield {"base": sandbox.url, "info": sandbox.info(), "state": state / "state"}
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Dynamics sandbox on https://{args.host}:{args.port} (state in {args.state_dir.resolve()}; "
           f"info at /_sandbox/info)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=str(cert), ssl_keyfile=str(key),
+                timeout_graceful_shutdown=2,
                 log_level=args.log_level, access_log=args.log_level in ("info", "debug"))
     return 0
 

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     app = create_app(args.state_dir, host=args.host, port=args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # Clients keep connections alive; do not let them hold a shutdown up for more than a moment.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=2)
 
 
 if __name__ == "__main__":
