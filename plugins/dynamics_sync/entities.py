@@ -48,10 +48,18 @@ class EntitySpec:
     logical_name: str
     entity_set: str
     key: str
-    link_field: str
-    type_value: str
+    link_field: str | None  # persons: the Marketo field holding the Dynamics id
+    type_value: str | None  # persons: the value of msdynType
     fields: tuple[FieldMap, ...] = field(default_factory=tuple)
     deleted_field: str = "msdynIsDeleted"
+    # "leads" for people; otherwise a Marketo object (companies, opportunities, salespersons,
+    # customobjects/<name>) upserted by `key_field`, which holds the Dynamics id.
+    marketo_object: str = "leads"
+    key_field: str | None = None
+
+    @property
+    def is_person(self) -> bool:
+        return self.marketo_object == "leads"
 
     @property
     def two_way(self) -> bool:
@@ -145,9 +153,13 @@ def _parse_entity(name: str, body: Any, problems: list[str]) -> EntitySpec | Non
     for key in ("logical_name", "entity_set", "key"):
         if not isinstance(dyn.get(key), str) or not dyn.get(key):
             problems.append(f"{where}.dynamics.{key} is required")
-    for key in ("link_field", "type_value"):
+    marketo_object = str(mkto.get("object") or "leads")
+    required_keys = ("link_field", "type_value") if marketo_object == "leads" else ("key_field",)
+    for key in required_keys:
         if not isinstance(mkto.get(key), str) or not mkto.get(key):
             problems.append(f"{where}.marketo.{key} is required")
+    if marketo_object != "leads" and direction != "dynamics_to_marketo":
+        problems.append(f"{where}: Marketo {marketo_object} are synced one way only (direction: dynamics_to_marketo)")
     fields = []
     for i, raw_field in enumerate(body.get("fields") or []):
         parsed = _parse_field(f"{where}.fields[{i}]", raw_field, problems)
@@ -155,7 +167,7 @@ def _parse_entity(name: str, body: Any, problems: list[str]) -> EntitySpec | Non
             fields.append(parsed)
     if not fields:
         problems.append(f"{where}.fields must list at least one field")
-    if "email" not in [f.marketo for f in fields]:
+    if marketo_object == "leads" and "email" not in [f.marketo for f in fields]:
         problems.append(f"{where}.fields must map Marketo 'email' (people are matched by email)")
     for attr in ("marketo", "dynamics"):
         names = [getattr(f, attr) for f in fields]
@@ -171,10 +183,12 @@ def _parse_entity(name: str, body: Any, problems: list[str]) -> EntitySpec | Non
         logical_name=dyn["logical_name"],
         entity_set=dyn["entity_set"],
         key=dyn["key"],
-        link_field=mkto["link_field"],
-        type_value=mkto["type_value"],
+        link_field=mkto.get("link_field"),
+        type_value=mkto.get("type_value"),
         fields=tuple(fields),
         deleted_field=str(mkto.get("deleted_field") or "msdynIsDeleted"),
+        marketo_object=marketo_object,
+        key_field=mkto.get("key_field"),
     )
 
 

@@ -204,7 +204,8 @@ def marketo_changes(
 
 
 def marketo_people_empty(spec: EntitySpec) -> pd.DataFrame:
-    return pd.DataFrame(columns=["marketo_id", *[f for f in spec.marketo_fields if f != "id"], spec.link_field])
+    columns = ["marketo_id", *[f for f in spec.marketo_fields if f != "id"]]
+    return pd.DataFrame(columns=[*columns, spec.link_field] if spec.link_field else columns)
 
 
 def _parse(value: str) -> dt.datetime:

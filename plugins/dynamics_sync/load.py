@@ -39,11 +39,12 @@ def _fields(row: dict[str, Any]) -> list[str]:
     return json.loads(row["write_fields"])
 
 
-def _link_update(spec: EntitySpec, row: dict[str, Any], marketo_id: int) -> Link:
+def _link_update(spec: EntitySpec, row: dict[str, Any], marketo_id: int | None) -> Link:
     return Link(
         entity=spec.name,
         dynamics_id=row["dynamics_id"],
-        marketo_id=int(marketo_id),
+        marketo_id=int(marketo_id) if marketo_id is not None and spec.is_person else None,
+        marketo_object=spec.marketo_object,
         dynamics_values=json.loads(row["snap_dynamics"]),
         marketo_values=json.loads(row["snap_marketo"]),
         deleted_at=dt.datetime.now(dt.UTC) if row["op"] == "flag_deleted" else None,
@@ -66,7 +67,30 @@ def marketo_payload(spec: EntitySpec, row: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def load_objects(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> LoadResult:
+    """Upsert Marketo objects (companies, opportunities, ...) keyed by our Dynamics id."""
+    result = LoadResult()
+    rows = writes.to_dict("records")
+    payloads = [{spec.key_field: row["dynamics_id"], **{name: row.get(name) for name in _fields(row)}} for row in rows]
+    for row, answer in zip(rows, hook.sync_objects(spec.marketo_object, payloads) if rows else [], strict=True):
+        status = answer.get("status")
+        if status in ("created", "updated"):
+            result.links.append(_link_update(spec, row, None))
+            result.created += status == "created"
+            result.updated += status == "updated"
+            continue
+        reasons = "; ".join(f"{r.get('code')} {r.get('message')}" for r in answer.get("reasons") or [])
+        result.refused += 1
+        result.activities.append(Activity(
+            "refused_by_marketo", spec.name, TO_MARKETO, dynamics_id=row["dynamics_id"],
+            reason=f"Marketo skipped the {spec.marketo_object} record: {reasons or status}",
+        ))
+    return result
+
+
 def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> LoadResult:
+    if not spec.is_person:
+        return load_objects(hook, spec, writes)
     result = LoadResult()
     rows = writes.to_dict("records")
     creates = [r for r in rows if r["op"] == "create"]

@@ -51,7 +51,9 @@ record_links = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("entity", String(64), nullable=False),
     Column("dynamics_id", String(64), nullable=False),
-    Column("marketo_id", BigInteger, nullable=False),
+    # A person's Marketo id; null for Marketo objects, which are addressed by their dedupe key (our Dynamics id).
+    Column("marketo_id", BigInteger),
+    Column("marketo_object", String(64), nullable=False, server_default="leads"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # Set when the Dynamics record was deleted: the link is kept so the deletion sticks.
@@ -149,12 +151,13 @@ class Link:
 
     entity: str
     dynamics_id: str
-    marketo_id: int
+    marketo_id: int | None
     dynamics_values: dict[str, Any] = field(default_factory=dict)
     marketo_values: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
     deleted_at: dt.datetime | None = None
     deleted_side: str | None = None
+    marketo_object: str = "leads"
 
 
 @dataclass
@@ -293,6 +296,7 @@ class StateStore:
                         marketo_values=row.marketo_values or {},
                         deleted_at=row.deleted_at,
                         deleted_side=row.deleted_side,
+                        marketo_object=row.marketo_object,
                     )
 
     def count_links(self, entity: str | None = None) -> int:
@@ -424,7 +428,7 @@ class StateStore:
         parallel tasks); the first link wins and the other becomes an activity row, so the commit never
         fails on the one-person-one-record rule and the rest of the batch is kept.
         """
-        owner = conn.execute(
+        owner = None if update.marketo_id is None else conn.execute(
             select(record_links.c.entity, record_links.c.dynamics_id).where(
                 record_links.c.marketo_id == update.marketo_id
             )
@@ -451,6 +455,7 @@ class StateStore:
                     updated_at=now,
                     deleted_at=update.deleted_at,
                     deleted_side=update.deleted_side,
+                    marketo_object=update.marketo_object,
                 )
             ).inserted_primary_key[0]
             dyn, mkto = dict(update.dynamics_values), dict(update.marketo_values)

@@ -84,17 +84,17 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     spec = metadata.effective(configured, columns)
     marks: dict[str, str | None] = {}
     interval = False
+    mkto_rows, events = extract.marketo_people_empty(spec), pd.DataFrame(columns=extract.EVENT_COLUMNS)
+    mkto_info: dict[str, Any] = {}
     if mode == INITIAL:
         dyn = extract.dynamics_full(dynamics, spec)
-        mkto_rows = extract.marketo_people_empty(spec)
-        events = pd.DataFrame(columns=extract.EVENT_COLUMNS)
-        marks = {"dynamics": dyn.delta_link,
-                 "marketo": extract.MarketoMark(since=started - MARKETO_OVERLAP).dumps()}
-        mkto_info: dict[str, Any] = {}
+        marks = {"dynamics": dyn.delta_link}
+        if spec.is_person:
+            marks["marketo"] = extract.MarketoMark(since=started - MARKETO_OVERLAP).dumps()
     else:
         delta_link, synced_at = store.watermark_row(spec.name, "dynamics")
         marketo_mark = store.watermark(spec.name, "marketo")
-        if not delta_link or not marketo_mark:
+        if not delta_link or (spec.is_person and not marketo_mark):
             raise RefusedToRun(
                 f"{spec.name}: no watermark in the state store; run the dynamics_initial_sync DAG first"
             )
@@ -103,20 +103,24 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
             log.info("%s: re-syncing the older interval %s .. %s (watermarks stay where they are)",
                      spec.name, run.interval_start, run.interval_end)
             dyn = extract.dynamics_interval(dynamics, spec, run.interval_start, run.interval_end)
-            mk = extract.marketo_changes(
-                marketo, store, spec, extract.MarketoMark(since=run.interval_start), run.interval_end
-            )
+            mark = extract.MarketoMark(since=run.interval_start)
         else:
             dyn = extract.dynamics_changes(dynamics, spec, delta_link)
-            mk = extract.marketo_changes(marketo, store, spec, extract.MarketoMark.loads(marketo_mark))
-            marks = {"dynamics": dyn.delta_link, "marketo": mk.watermark}
-        mkto_rows, events = mk.rows, mk.events
-        mkto_info = {"marketo_activities": mk.activities, "marketo_unlinked": mk.unlinked,
-                     "marketo_merges_deletes": len(mk.events)}
+            mark = extract.MarketoMark.loads(marketo_mark) if marketo_mark else None
+            marks = {"dynamics": dyn.delta_link}
+        if spec.is_person:  # Marketo objects sync one way: Marketo is not read for them
+            mk = extract.marketo_changes(marketo, store, spec, mark, run.interval_end if interval else None)
+            mkto_rows, events = mk.rows, mk.events
+            mkto_info = {"marketo_activities": mk.activities, "marketo_unlinked": mk.unlinked,
+                         "marketo_merges_deletes": len(mk.events)}
+            if not interval:
+                marks["marketo"] = mk.watermark
     # People who may already exist in Marketo for Dynamics records not linked yet: matched by email.
     links = store.links_by_dynamics(spec.name, dyn.rows["dynamics_id"])
     unlinked = dyn.rows[~dyn.rows["dynamics_id"].isin(list(links)) & ~dyn.rows["deleted"].astype(bool)]
-    matches = extract.marketo_people(marketo, spec, "email", unlinked["email"].dropna().unique())
+    matches = extract.marketo_people_empty(spec)
+    if spec.is_person:
+        matches = extract.marketo_people(marketo, spec, "email", unlinked["email"].dropna().unique())
     counts = {
         "dynamics_rows": len(dyn.rows),
         "dynamics_deleted": dyn.deleted,
@@ -227,8 +231,9 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
         to_dynamics = load.load_dynamics(DynamicsHook(), spec, dynamics_writes)
     now = dt.datetime.now(dt.UTC)
     refresh = [
-        Link(spec.name, r["dynamics_id"], int(r["marketo_id"]), _json(r["snap_dynamics"]), _json(r["snap_marketo"]),
-             deleted_at=now if r.get("deleted_side") else None, deleted_side=r.get("deleted_side"))
+        Link(spec.name, r["dynamics_id"], int(r["marketo_id"]) if r["marketo_id"] is not None else None,
+             _json(r["snap_dynamics"]), _json(r["snap_marketo"]), deleted_at=now if r.get("deleted_side") else None,
+             deleted_side=r.get("deleted_side"), marketo_object=spec.marketo_object)
         for r in read_frame(validated["refresh"]).to_dict("records")
     ]
     activities += to_marketo.activities + to_dynamics.activities

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynamics_sync.conflict import MARKETO, initial_values, merge, normalize
+from dynamics_sync.conflict import DYNAMICS, MARKETO, initial_values, merge, normalize
 from dynamics_sync.entities import EntitySpec
 from dynamics_sync.state import Activity, Link
 
@@ -69,9 +69,15 @@ def _index_matches(matches: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
 
 def _link_new(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], matches: dict[str, list[dict[str, Any]]],
               linked_marketo: dict[int, Link]) -> None:
-    """A Dynamics record with no link yet: link it to its only same-email person, or create one."""
+    """A Dynamics record with no link yet: link it to its only same-email person, or create one.
+
+    A Marketo object (company, opportunity, ...) is simply upserted by its dedupe key, our Dynamics id.
+    """
     values = _values(dyn, spec)
     dynamics_id = dyn["dynamics_id"]
+    if not spec.is_person:
+        plan.marketo_writes.append(_write("upsert", None, dynamics_id, list(values), values, values, values))
+        return
     email = (values.get("email") or "").lower()
     candidates = matches.get(email, []) if email else []
     free = [p for p in candidates if int(p["marketo_id"]) not in linked_marketo]
@@ -140,8 +146,14 @@ def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataF
         dyn = dyn_by_id.get(dynamics_id)
         link = links.get(dynamics_id)
         if dyn is not None and dyn.get("deleted"):
-            if link is not None and link.deleted_at is None:
+            if link is not None and link.deleted_at is None and spec.is_person:
                 _flag_deleted(plan, spec, link)
+            elif link is not None and link.deleted_at is None:
+                _relink(plan, link, link.marketo_id, deleted_side=DYNAMICS)
+                plan.activities.append(Activity(
+                    "deleted_upstream", spec.name, TO_MARKETO, dynamics_id=dynamics_id,
+                    reason=f"deleted in Dynamics; the Marketo {spec.marketo_object} record is kept",
+                ))
             continue
         if link is None:
             if dyn is not None:

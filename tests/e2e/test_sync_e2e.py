@@ -329,3 +329,25 @@ def test_a_run_never_syncs_an_entity_another_run_holds(world):
     store.commit_load(other, release="lead")  # the other run finishes
     assert str(run("dynamics_incremental_sync").state) == "success"
     assert store.lock_holder("lead") is None
+
+
+def test_accounts_reach_marketo_companies_one_way(world, sandboxes):
+    people = world["people"]
+    sandboxes.post("dynamics", "/_sandbox/seed", {"entity": "account", "count": 15, "seed": 4})
+    assert str(run("dynamics_incremental_sync").state) == "success"
+    accounts = [row for rows, _ in people.dynamics.pages("accounts", params={"$select": "accountid,name"})
+                for row in rows]
+    ids = [a["accountid"] for a in accounts]
+    found = people.marketo.call("GET", "/v1/companies.json", params={
+        "filterType": "externalCompanyId", "filterValues": ",".join(ids), "fields": "externalCompanyId,company"})
+    companies = {c["externalCompanyId"]: c["company"] for c in found["result"]}
+    assert companies == {a["accountid"]: a["name"] for a in accounts}
+    # Dynamics wins: a Dynamics rename flows; a Marketo edit does not flow back.
+    people.edit_dynamics("account", ids[0], {"name": "Renamed in Dynamics"})
+    people.marketo.call("POST", "/v1/companies.json", json={"action": "updateOnly", "dedupeBy": "dedupeFields",
+                        "input": [{"externalCompanyId": ids[1], "company": "Renamed in Marketo"}]})
+    assert str(run("dynamics_incremental_sync").state) == "success"
+    found = people.marketo.call("GET", "/v1/companies.json", params={
+        "filterType": "externalCompanyId", "filterValues": ",".join(ids[:2]), "fields": "externalCompanyId,company"})
+    assert {c["externalCompanyId"]: c["company"] for c in found["result"]}[ids[0]] == "Renamed in Dynamics"
+    assert people.read_dynamics("account", ids[1])["name"] != "Renamed in Marketo"

@@ -211,6 +211,24 @@ class MarketoHook(BaseHook):
             results.extend(result)
         return results
 
+    def sync_objects(self, marketo_object: str, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Upsert Marketo objects (companies, opportunities, ...) by their dedupe fields, 300 at a time.
+
+        One result per input record, in input order (Marketo numbers them with `seq`).
+        """
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(records), BATCH):
+            chunk = list(records[start : start + BATCH])
+            body = self.call("POST", f"/v1/{marketo_object}.json",
+                             json={"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": chunk})
+            result = sorted(body.get("result") or [], key=lambda item: int(item.get("seq", 0)))
+            if len(result) != len(chunk):
+                raise ApiError("Marketo", "result", f"sync answered {len(result)} results for {len(chunk)} records")
+            self.log.info("Marketo %s chunk %d: %d records, %s", marketo_object, start // BATCH + 1, len(chunk),
+                          dict(Counter(str(item.get("status")) for item in result)))
+            results.extend(result)
+        return results
+
     def describe_leads(self) -> list[dict[str, Any]]:
         return self.call("GET", "/v1/leads/describe.json").get("result") or []
 
