@@ -12,6 +12,7 @@ from include.runtime import connections
 from include.runtime.run_dag import run
 
 PLAIN_EDITS = 20
+ACCOUNTS = 300
 DUPLICATE = "lead00001@example.com"
 
 
@@ -25,9 +26,11 @@ class Scenario:
         self.boxes.post("dynamics", "/_sandbox/reset")
         self.boxes.post("marketo", "/_sandbox/reset")
         self.boxes.post("dynamics", "/_sandbox/seed", {"leads": leads, "contacts": contacts, "seed": 42})
+        self.boxes.post("dynamics", "/_sandbox/seed", {"entity": "account", "count": ACCOUNTS, "seed": 42})
         self.boxes.post("marketo", "/_sandbox/seed", {"people": people, "overlap_leads": overlap_leads,
                                                       "overlap_contacts": overlap_contacts, "seed": 42})
-        print(f"Seeded Dynamics with {leads} leads and {contacts} contacts, Marketo with {people} people "
+        print(f"Seeded Dynamics with {leads} leads, {contacts} contacts and {ACCOUNTS} accounts, "
+              f"Marketo with {people} people "
               f"({overlap_leads + overlap_contacts} share an email with a Dynamics record)", flush=True)
         connections.use_sandboxes(self.boxes, override=True)
         self.people = People(self.boxes)
@@ -44,6 +47,8 @@ class Scenario:
         self.check("the lead whose email two Marketo people share was linked to neither and reported",
                    any(a["activity_type"] == "ambiguous_match" for a in self.store.activities(email=DUPLICATE)),
                    DUPLICATE)
+        self.check("every Dynamics account became a Marketo company",
+                   self.store.count_links("account") == ACCOUNTS, f"{self.store.count_links('account')} companies")
         self.check("people sharing an email were linked, not duplicated",
                    len(self.people.find_marketo("lead00000@example.com")) == 1, "lead00000@example.com")
 

@@ -254,7 +254,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
             "collisions": sum(1 for c in collisions if c.direction == transform.TO_DYNAMICS),
             "echoes": 0,
         },
-    ]
+    ][: 2 if spec.two_way else 1]  # a one-way entity has no Marketo-to-Dynamics direction
     marks = {} if validated["interval"] else {(spec.name, side): v for side, v in validated["marks"].items()}
     store.commit_load(
         run.ctx,
@@ -270,7 +270,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
         "entity": spec.name,
         "to_marketo": {"created": to_marketo.created, "updated": to_marketo.updated,
                        "rejected": summaries[0]["rejected"]},
-        "to_dynamics": {"updated": to_dynamics.updated, "rejected": summaries[1]["rejected"]},
+        "to_dynamics": {"updated": to_dynamics.updated, "rejected": len(rejected_d) + to_dynamics.refused},
         "collisions": len(collisions),
         "echoes": counts.get("echoes", 0),
         "activities": len(activities),
