@@ -13,6 +13,10 @@ import base64
 import binascii
 import datetime as dt
 import re
+from collections.abc import Mapping
+from typing import Any
+
+from .envelope import MarketoError
 
 _LEADS_PREFIX = "L1,"
 _ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$")
@@ -86,3 +90,14 @@ def parse_leads_token(token: str) -> int | None:
     except ValueError:
         return None
     return value if value >= 0 else None
+
+
+def position_after(params: Mapping[str, Any]) -> int:
+    """Where a filtered read resumes: 0 without a nextPageToken, else the position the token encodes."""
+    token = params.get("nextPageToken")
+    if token is None:
+        return 0
+    parsed = parse_leads_token(token)
+    if parsed is None:
+        raise MarketoError("1003", "Invalid nextPageToken")
+    return parsed

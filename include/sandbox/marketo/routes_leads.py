@@ -31,7 +31,7 @@ from starlette.responses import Response
 from .context import actor_of, ctx_of
 from .envelope import MarketoError, ok
 from .fields import DEFAULT_READ_FIELDS, FIELDS_BY_NAME, LEAD_FIELDS, SEARCHABLE
-from .paging import leads_token, parse_leads_token
+from .paging import leads_token, position_after
 from .params import Params, form_pairs, is_form, is_json, json_pairs, parse_json_body
 from .store import ACTIONS, LeadNotFound
 
@@ -92,14 +92,8 @@ async def _filter_read(request: Request, params: Params) -> Response:
             values.append(raw)
     fields = requested_fields(params)
     batch = batch_size(params)
-    token = params.get("nextPageToken")
-    after = 0
-    if token is not None:
-        parsed = parse_leads_token(token)
-        if parsed is None:
-            raise MarketoError("1003", "Invalid nextPageToken")
-        after = parsed
-    else:
+    after = position_after(params)
+    if params.get("nextPageToken") is None:
         matches = await run_in_threadpool(ctx.store.count_matches, filter_type, values, MAX_FILTER_MATCHES + 1)
         if matches > MAX_FILTER_MATCHES:
             raise MarketoError("1003", "Too many results match the filter")

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from .context import ctx_of
 from .envelope import MarketoError, ok
 from .objects import ObjType
-from .paging import leads_token, parse_leads_token
+from .paging import leads_token, position_after
 from .params import Params, form_pairs, is_form, is_json, json_pairs, parse_json_body
 from .routes_leads import MAX_BATCH, batch_size
 
@@ -83,13 +83,7 @@ async def _query(request: Request, t: ObjType, params: Params, json_body: Any = 
             raise MarketoError("1006", f"Field '{name}' not found")
         if name not in fields:
             fields.append(name)
-    token = params.get("nextPageToken")
-    after = 0
-    if token is not None:
-        parsed = parse_leads_token(token)
-        if parsed is None:
-            raise MarketoError("1003", "Invalid nextPageToken")
-        after = parsed
+    after = position_after(params)
     rows, more, last = await run_in_threadpool(objects.query, t, filter_type, values, fields, batch_size(params),
                                                after)
     return ok(rows, more_result=more if more else None, next_page_token=leads_token(last) if more else None)
