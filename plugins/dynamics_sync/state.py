@@ -232,7 +232,9 @@ class StateStore:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _on_sqlite_connect)
         store = cls(engine)
-        store.create_schema()
+        if url not in _MIGRATED:  # once per process and database, not on every task's every step
+            store.create_schema()
+            _MIGRATED.add(url)
         return store
 
     @classmethod
@@ -483,6 +485,9 @@ class StateStore:
             keys=["link_id"],
         )
         return None
+
+
+_MIGRATED: set[str] = set()
 
 
 class EntityLocked(Exception):
