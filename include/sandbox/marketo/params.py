@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -86,3 +87,29 @@ def json_pairs(data: Any) -> list[tuple[str, Any]]:
     if not isinstance(data, dict):
         raise MarketoError("609", "Invalid JSON")
     return list(data.items())
+
+
+@dataclass
+class PostedCall:
+    """A POST as Marketo reads it: its body, content type, form pairs and any `_method` override.
+
+    Clients send reads as POST with `_method=GET` in the query string or in a form body (to stay under
+    the 8 KB URL limit); `params` is then the read's parameters, query string and form together.
+    """
+
+    body: bytes
+    content_type: str
+    form: list[tuple[str, str]]
+    override: str
+    params: Params
+
+
+async def posted_call(request: Any) -> PostedCall:
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    form = form_pairs(body) if is_form(content_type) and body else []
+    params = Params(request.query_params.multi_items())
+    override = (params.get("_method") or Params(form).get("_method") or "").upper()
+    if form:
+        params.extend(form)
+    return PostedCall(body, content_type, form, override, params)

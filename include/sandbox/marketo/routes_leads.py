@@ -32,7 +32,7 @@ from .context import actor_of, ctx_of
 from .envelope import MarketoError, ok
 from .fields import DEFAULT_READ_FIELDS, FIELDS_BY_NAME, LEAD_FIELDS, SEARCHABLE
 from .paging import leads_token, position_after
-from .params import Params, form_pairs, is_form, is_json, json_pairs, parse_json_body
+from .params import Params, form_pairs, is_form, is_json, json_pairs, parse_json_body, posted_call
 from .store import ACTIONS, LeadNotFound
 
 router = APIRouter()
@@ -108,19 +108,14 @@ async def get_leads(request: Request) -> Response:
 
 @router.post("/rest/v1/leads.json")
 async def post_leads(request: Request) -> Response:
-    body = await request.body()
-    ctype = request.headers.get("content-type", "")
-    query = Params(request.query_params.multi_items())
-    form = form_pairs(body) if is_form(ctype) and body else []
-    override = (query.get("_method") or Params(form).get("_method") or "").upper()
-    if override == "GET":
-        params = Params(request.query_params.multi_items())
-        if form:
-            params.extend(form)
-        elif body.strip() and is_json(ctype):
+    call = await posted_call(request)
+    body, ctype = call.body, call.content_type
+    if call.override == "GET":
+        params = call.params
+        if not call.form and body.strip() and is_json(ctype):
             params.extend(json_pairs(parse_json_body(body)))
         return await _filter_read(request, params)
-    if override == "DELETE":
+    if call.override == "DELETE":
         return await _delete(request, body, ctype)
     return await _sync(request, body, ctype)
 

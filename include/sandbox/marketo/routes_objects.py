@@ -25,7 +25,7 @@ from .context import ctx_of
 from .envelope import MarketoError, ok
 from .objects import ObjType
 from .paging import leads_token, position_after
-from .params import Params, form_pairs, is_form, is_json, json_pairs, parse_json_body
+from .params import Params, is_json, json_pairs, parse_json_body, posted_call
 from .routes_leads import MAX_BATCH, batch_size
 
 router = APIRouter()
@@ -112,17 +112,12 @@ def _input(data: Any, name: str = "input") -> list[Any]:
 
 async def _post(request: Request, t: ObjType) -> Response:
     ctx = ctx_of(request)
-    body = await request.body()
-    ctype = request.headers.get("content-type", "")
-    query = Params(request.query_params.multi_items())
-    form = form_pairs(body) if is_form(ctype) and body else []
-    override = (query.get("_method") or Params(form).get("_method") or "").upper()
-    if override == "GET":
-        params = Params(request.query_params.multi_items())
+    call = await posted_call(request)
+    body, ctype = call.body, call.content_type
+    if call.override == "GET":
+        params = call.params
         data = None
-        if form:
-            params.extend(form)
-        elif body.strip():
+        if not call.form and body.strip():
             data = parse_json_body(body)
             params.extend([(k, v) for k, v in json_pairs(data) if k != "input"])
         return await _query(request, t, params, data)
