@@ -22,9 +22,8 @@ import datetime as dt
 from airflow.sdk import DAG
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
-from dynamics_sync.entities import entity_names
 from dynamics_sync.steps import INCREMENTAL
-from dynamics_sync.taskgroups import default_args, entity_sync
+from dynamics_sync.taskgroups import default_args, entity_syncs
 
 with DAG(
     dag_id="dynamics_incremental_sync",
@@ -36,5 +35,4 @@ with DAG(
     doc_md=__doc__,
     tags=["dynamics-sync"],
 ):
-    for name in entity_names():
-        entity_sync(name, INCREMENTAL)
+    entity_syncs(INCREMENTAL)

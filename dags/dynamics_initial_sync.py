@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from dynamics_sync.entities import entity_names
 from dynamics_sync.steps import INITIAL
-from dynamics_sync.taskgroups import default_args, entity_sync
+from dynamics_sync.taskgroups import default_args, entity_syncs
 
 with DAG(
     dag_id="dynamics_initial_sync",
@@ -48,6 +47,4 @@ with DAG(
         params = params or {}
         return select_for_initial_copy(params.get("entities"), force=bool(params.get("force")))
 
-    selected = check_state_store()
-    for name in entity_names():
-        entity_sync(name, INITIAL, selected=selected)
+    entity_syncs(INITIAL, selected=check_state_store())

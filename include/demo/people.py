@@ -43,15 +43,25 @@ class People:
 
     def read_dynamics(self, entity: str, row_id: str) -> dict[str, Any]:
         spec = self.entities[entity]
-        select = ",".join([*spec.dynamics_columns, "_modifiedby_value"])
+        select = ",".join([*[f.read_column for f in spec.fields], "_modifiedby_value"])
         return self.dynamics.request("GET", f"{spec.entity_set}({row_id})", params={"$select": select}).json()
+
+    def list_dynamics(self, entity: str, select: list[str], filter_: str | None = None) -> list[dict[str, Any]]:
+        spec = self.entities[entity]
+        params = {"$select": ",".join([spec.key, *select]), **({"$filter": filter_} if filter_ else {})}
+        return [row for rows, _ in self.dynamics.pages(spec.entity_set, params=params) for row in rows]
 
     def find_dynamics(self, entity: str, email: str) -> list[dict[str, Any]]:
         spec = self.entities[entity]
         escaped = email.replace("'", "''")
-        params = {"$select": ",".join([spec.key, *spec.dynamics_columns]),
-                  "$filter": f"emailaddress1 eq '{escaped}'"}
-        return [row for rows, _ in self.dynamics.pages(spec.entity_set, params=params) for row in rows]
+        return self.list_dynamics(entity, [f.read_column for f in spec.fields], f"emailaddress1 eq '{escaped}'")
+
+    def qualify_lead(self, lead_id: str, create_contact: bool = True, create_account: bool = False) -> list[dict]:
+        """A salesperson qualifies a lead (the out-of-the-box Qualify process): returns the created records."""
+        body = {"CreateAccount": create_account, "CreateContact": create_contact, "CreateOpportunity": False,
+                "Status": 3}
+        answer = self.dynamics.request("POST", f"leads({lead_id})/Microsoft.Dynamics.CRM.QualifyLead", json=body)
+        return answer.json().get("value") or []
 
     # ---- Marketo ------------------------------------------------------------------------------------
 
@@ -82,3 +92,12 @@ class People:
 
     def find_marketo(self, email: str) -> list[dict[str, Any]]:
         return self.marketo.get_leads("email", [email], ["id", "email", "firstName", "lastName", "msdynLeadId"])
+
+    def read_object(self, entity: str, key: str) -> dict[str, Any]:
+        """The Marketo company, opportunity, sales person or custom object of a Dynamics record ({} if none)."""
+        spec = self.entities[entity]
+        fields = ",".join(dict.fromkeys([spec.key_field, *spec.marketo_fields, *dict(spec.constants)]))
+        body = self.marketo.call("GET", f"/v1/{spec.marketo_object}.json",
+                                 params={"filterType": spec.key_field, "filterValues": key, "fields": fields})
+        result = body.get("result") or []
+        return result[0] if result else {}

@@ -15,14 +15,29 @@ from typing import Any
 
 import yaml
 
+from dynamics_sync import fieldtypes
+
 DIRECTIONS = ("both", "dynamics_to_marketo")
 AUTHORITIES = ("marketo", "dynamics")
 FORMATS = ("email",)
+# Marketo's limit on a synced entity's name, as in the native sync's custom entity sync.
+MAX_ENTITY_NAME = 33
+FIELD_KEYS = {"marketo", "dynamics", "required", "max_length", "format", "collision_authority", "direction",
+              "lookup", "through", "type"}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "include" / "config" / "entities.yaml"
 
 
 class ConfigError(ValueError):
     """The entity configuration is malformed; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class Through:
+    """The middle row of a two-level link: `column` of the `entity_set` row the field's lookup names."""
+
+    entity_set: str
+    key: str
+    column: str
 
 
 @dataclass(frozen=True)
@@ -35,7 +50,20 @@ class FieldMap:
     max_length: int | None = None
     format: str | None = None
     collision_authority: str | None = None  # overrides the entity's for this field
-    options: tuple[Any, ...] | None = None  # allowed values (Dynamics picklist), from metadata
+    options: tuple[Any, ...] | None = None  # allowed values in Marketo form (Dynamics choices), from metadata
+    one_way: bool = False  # Dynamics to Marketo only, even on a two-way entity (always so for lookups)
+    lookup: str | None = None  # the configured entity a Dynamics lookup column points at
+    through: Through | None = None  # a second hop: the looked-up row's own lookup column
+    declared_type: str | None = None  # the Dynamics AttributeType the config expects (drift check)
+    dynamics_type: str | None = None  # from metadata, at run time
+    marketo_type: str | None = None  # from Marketo describe, at run time
+    labels: tuple[tuple[Any, str], ...] | None = None  # Dynamics choice value -> label, from metadata
+    marketo_required: bool = False  # part of the Marketo object's dedupe key, from Marketo describe
+
+    @property
+    def read_column(self) -> str:
+        """The Web API property to $select: lookups read as _<name>_value."""
+        return f"_{self.dynamics}_value" if self.lookup else self.dynamics
 
 
 @dataclass(frozen=True)
@@ -56,6 +84,19 @@ class EntitySpec:
     # customobjects/<name>) upserted by `key_field`, which holds the Dynamics id.
     marketo_object: str = "leads"
     key_field: str | None = None
+    sync_filter: str | None = None  # a Dynamics Two Options column; an explicit No keeps the record out
+    converted_from: tuple[str, str] | None = None  # (entity, lookup column): lead qualification
+    depends_on: tuple[str, ...] = ()  # entities whose load must come first, besides lookup targets
+    constants: tuple[tuple[str, Any], ...] = ()  # Marketo values every record of the object carries
+
+    @property
+    def dependencies(self) -> set[str]:
+        """Entities synced before this one, so what it points at exists in Marketo when it loads."""
+        deps = {f.lookup for f in self.fields if f.lookup} | set(self.depends_on)
+        if self.converted_from:
+            deps.add(self.converted_from[0])
+        deps.discard(self.name)
+        return deps
 
     @property
     def is_person(self) -> bool:
@@ -75,6 +116,11 @@ class EntitySpec:
         return [f.marketo for f in self.fields]
 
     @property
+    def two_way_fields(self) -> list[str]:
+        """Fields whose Marketo changes are written back to Dynamics."""
+        return [f.marketo for f in self.fields if self.two_way and not f.one_way]
+
+    @property
     def dynamics_columns(self) -> list[str]:
         return [f.dynamics for f in self.fields]
 
@@ -84,13 +130,13 @@ class EntitySpec:
                 return f
         raise KeyError(marketo_name)
 
-    def to_marketo(self, dynamics_row: dict[str, Any]) -> dict[str, Any]:
-        """Rename a Dynamics row's mapped columns to Marketo field names."""
-        return {f.marketo: dynamics_row.get(f.dynamics) for f in self.fields}
-
     def to_dynamics(self, marketo_values: dict[str, Any]) -> dict[str, Any]:
-        """Rename Marketo field names to Dynamics columns (only the names present)."""
-        return {self.field(name).dynamics: value for name, value in marketo_values.items()}
+        """Marketo field names and values as the Dynamics columns take them (only the names present)."""
+        body = {}
+        for name, value in marketo_values.items():
+            f = self.field(name)
+            body[f.dynamics] = fieldtypes.to_dynamics(value, f.dynamics_type, f.marketo_type, dict(f.labels or ()))
+        return body
 
 
 def config_path() -> Path:
@@ -118,6 +164,37 @@ def entity_names(path: Path | None = None) -> list[str]:
     return [str(name) for name in _read(path or config_path())["entities"]]
 
 
+def entity_order(path: Path | None = None) -> dict[str, list[str]]:
+    """Each configured entity and the entities whose groups must finish first (parse time, cheap).
+
+    Read from the raw file like entity_names: lookup targets, the entity a record is converted from, and
+    `depends_on`. Edges that would form a cycle are left out here; load_entities reports the cycle.
+    """
+    raw = _read(path or config_path())["entities"]
+    order: dict[str, list[str]] = {}
+    for name, body in raw.items():
+        body = body if isinstance(body, dict) else {}
+        deps = [f.get("lookup") for f in body.get("fields") or [] if isinstance(f, dict) and f.get("lookup")]
+        deps += list(body.get("depends_on") or [])
+        converted = body.get("converted_from")
+        if isinstance(converted, dict) and converted.get("entity"):
+            deps.append(converted["entity"])
+        order[str(name)] = [d for d in dict.fromkeys(map(str, deps)) if d in raw and d != name]
+    return {name: [d for d in deps if not _reaches(order, d, name)] for name, deps in order.items()}
+
+
+def _reaches(order: dict[str, list[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node == goal:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo.extend(order.get(node, []))
+    return False
+
+
 def load_entities(path: Path | None = None) -> dict[str, EntitySpec]:
     """Parse and check the entity config; raise ConfigError naming every problem."""
     return _load(Path(path or config_path()))
@@ -132,9 +209,26 @@ def _load(path: Path) -> dict[str, EntitySpec]:
         spec = _parse_entity(str(name), body, problems)
         if spec is not None:
             specs[spec.name] = spec
+    _check_references(specs, problems)
     if problems:
         raise ConfigError(f"entity config {path} has {len(problems)} problem(s): " + "; ".join(problems))
     return specs
+
+
+def _check_references(specs: dict[str, EntitySpec], problems: list[str]) -> None:
+    """Lookups, conversions and dependencies name configured entities, and form no cycle."""
+    for spec in specs.values():
+        for f in spec.fields:
+            if f.lookup and f.lookup not in specs:
+                problems.append(f"entities.{spec.name}: field {f.marketo} looks up {f.lookup!r}, which is not a "
+                                f"configured entity ({sorted(specs)})")
+        for dep in spec.dependencies:
+            if dep not in specs:
+                problems.append(f"entities.{spec.name} depends on {dep!r}, which is not a configured entity")
+    order = {s.name: sorted(d for d in s.dependencies if d in specs) for s in specs.values()}
+    for name, deps in order.items():
+        if any(_reaches(order, d, name) for d in deps):
+            problems.append(f"entities.{name} is part of a dependency cycle (lookups / depends_on / converted_from)")
 
 
 def _parse_entity(name: str, body: Any, problems: list[str]) -> EntitySpec | None:
@@ -174,6 +268,28 @@ def _parse_entity(name: str, body: Any, problems: list[str]) -> EntitySpec | Non
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             problems.append(f"{where}.fields map {attr} name(s) {dupes} more than once")
+    if len(name) > MAX_ENTITY_NAME:
+        problems.append(f"{where}: entity names are limited to {MAX_ENTITY_NAME} characters (Marketo's limit)")
+    unknown = set(body) - {"direction", "collision_authority", "dynamics", "marketo", "fields", "sync_filter",
+                           "converted_from", "depends_on"}
+    if unknown:
+        problems.append(f"{where} has unknown key(s) {sorted(unknown)}")
+    sync_filter = body.get("sync_filter")
+    if sync_filter is not None and (not isinstance(sync_filter, str) or not sync_filter):
+        problems.append(f"{where}.sync_filter must name a Dynamics Two Options column, like new_synctomkto")
+    converted = body.get("converted_from")
+    if converted is not None and not (
+        isinstance(converted, dict) and converted.get("entity") and converted.get("column")
+    ):
+        problems.append(f"{where}.converted_from needs 'entity' and 'column' (e.g. lead, originatingleadid)")
+    if converted is not None and marketo_object != "leads":
+        problems.append(f"{where}.converted_from applies to people only")
+    depends_on = body.get("depends_on") or []
+    if not isinstance(depends_on, list):
+        problems.append(f"{where}.depends_on must be a list of entity names")
+    constants = mkto.get("values") or {}
+    if not isinstance(constants, dict):
+        problems.append(f"{where}.marketo.values must map Marketo field names to values")
     if any(p.startswith(where) for p in problems):
         return None
     return EntitySpec(
@@ -189,6 +305,10 @@ def _parse_entity(name: str, body: Any, problems: list[str]) -> EntitySpec | Non
         deleted_field=str(mkto.get("deleted_field") or "msdynIsDeleted"),
         marketo_object=marketo_object,
         key_field=mkto.get("key_field"),
+        sync_filter=sync_filter,
+        converted_from=(str(converted["entity"]), str(converted["column"])) if converted else None,
+        depends_on=tuple(str(d) for d in depends_on),
+        constants=tuple(constants.items()),
     )
 
 
@@ -196,7 +316,7 @@ def _parse_field(where: str, raw: Any, problems: list[str]) -> FieldMap | None:
     if not isinstance(raw, dict) or not raw.get("marketo") or not raw.get("dynamics"):
         problems.append(f"{where} needs both 'marketo' and 'dynamics' names")
         return None
-    unknown = set(raw) - {"marketo", "dynamics", "required", "max_length", "format", "collision_authority"}
+    unknown = set(raw) - FIELD_KEYS
     if unknown:
         problems.append(f"{where} has unknown key(s) {sorted(unknown)}")
     max_length = raw.get("max_length")
@@ -208,6 +328,15 @@ def _parse_field(where: str, raw: Any, problems: list[str]) -> FieldMap | None:
     fmt = raw.get("format")
     if fmt is not None and fmt not in FORMATS:
         problems.append(f"{where}.format must be one of {FORMATS}")
+    direction = raw.get("direction", "both")
+    if direction not in DIRECTIONS:
+        problems.append(f"{where}.direction must be one of {DIRECTIONS}, not {direction!r}")
+    lookup = raw.get("lookup")
+    if lookup is not None and (not isinstance(lookup, str) or not lookup):
+        problems.append(f"{where}.lookup must name a configured entity")
+    through = _parse_through(where, raw.get("through"), problems)
+    if through is not None and not lookup:
+        problems.append(f"{where}.through needs a lookup (the entity reached through it)")
     return FieldMap(
         marketo=str(raw["marketo"]),
         dynamics=str(raw["dynamics"]),
@@ -215,4 +344,17 @@ def _parse_field(where: str, raw: Any, problems: list[str]) -> FieldMap | None:
         max_length=max_length if isinstance(max_length, int) else None,
         format=fmt,
         collision_authority=authority if authority in AUTHORITIES else None,
+        one_way=direction == "dynamics_to_marketo" or bool(lookup),
+        lookup=str(lookup) if lookup else None,
+        through=through,
+        declared_type=str(raw["type"]) if raw.get("type") else None,
     )
+
+
+def _parse_through(where: str, raw: Any, problems: list[str]) -> Through | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("entity_set", "key", "column")):
+        problems.append(f"{where}.through needs entity_set, key and column (the middle row's lookup column)")
+        return None
+    return Through(raw["entity_set"], raw["key"], raw["column"])

@@ -16,12 +16,15 @@ from typing import Any
 
 import pandas as pd
 
+from dynamics_sync import fieldtypes
 from dynamics_sync.entities import EntitySpec
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
 from dynamics_sync.state import StateStore
 
-DYN_META = ["dynamics_id", "modified_by", "deleted"]
+# sync_filter: the record's sync filter value (None when unset or not configured); converted_from: the
+# Dynamics record it was qualified from (lead conversion).
+DYN_META = ["dynamics_id", "modified_by", "deleted", "sync_filter", "converted_from"]
 MKTO_META = ["marketo_id"]
 
 
@@ -64,12 +67,33 @@ class MarketoExtract:
     unlinked: int = 0
 
 
+def _converted_column(spec: EntitySpec) -> str | None:
+    return f"_{spec.converted_from[1]}_value" if spec.converted_from else None
+
+
 def _select(spec: EntitySpec) -> str:
-    return ",".join([spec.key, *spec.dynamics_columns, "modifiedon", "_modifiedby_value"])
+    extra = [c for c in (spec.sync_filter, _converted_column(spec)) if c]
+    columns = [spec.key, *[f.read_column for f in spec.fields], *extra, "modifiedon", "_modifiedby_value"]
+    return ",".join(dict.fromkeys(columns))
+
+
+def marketo_values(spec: EntitySpec, row: dict[str, Any]) -> dict[str, Any]:
+    """A Dynamics row's mapped values, renamed and converted to the form Marketo holds them in.
+
+    Lookups stay Dynamics ids here; references.resolve turns them into what Marketo knows the target by.
+    """
+    values = {}
+    for f in spec.fields:
+        value = row.get(f.read_column)
+        if not f.lookup:
+            value = fieldtypes.to_marketo(value, f.dynamics_type, f.marketo_type, dict(f.labels or ()))
+        values[f.marketo] = value
+    return values
 
 
 def _dynamics_frame(spec: EntitySpec, raw_rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     records = []
+    converted = _converted_column(spec)
     for row in raw_rows:
         if str(row.get("@odata.context", "")).endswith("$deletedEntity"):
             records.append({"dynamics_id": row["id"], "modified_by": None, "deleted": True})
@@ -79,7 +103,9 @@ def _dynamics_frame(spec: EntitySpec, raw_rows: Iterable[dict[str, Any]]) -> pd.
                 "dynamics_id": row[spec.key],
                 "modified_by": row.get("_modifiedby_value"),
                 "deleted": False,
-                **spec.to_marketo(row),
+                "sync_filter": row.get(spec.sync_filter) if spec.sync_filter else None,
+                "converted_from": row.get(converted) if converted else None,
+                **marketo_values(spec, row),
             }
         )
     return pd.DataFrame(records, columns=[*DYN_META, *spec.marketo_fields])
@@ -172,7 +198,7 @@ def marketo_changes(
     types 32 and 37), so a merged or deleted person is followed, never left as an orphan link.
     """
     changes, token = _read_feed(
-        hook.lead_changes(spec.marketo_fields, token=watermark.token, since=watermark.since),
+        hook.lead_changes(spec.two_way_fields or ["email"], token=watermark.token, since=watermark.since),
         watermark.token, until,
     )
     raw_events, events_token = _read_feed(

@@ -17,6 +17,7 @@ import pandas as pd
 
 from dynamics_sync.entities import EntitySpec
 from dynamics_sync.errors import ApiError
+from dynamics_sync.fieldtypes import payload_value
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
 from dynamics_sync.state import Activity, Link
@@ -52,14 +53,19 @@ def _link_update(spec: EntitySpec, row: dict[str, Any], marketo_id: int | None) 
     )
 
 
+def _payload_values(spec: EntitySpec, row: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    types = {f.marketo: f.marketo_type for f in spec.fields}
+    return {name: payload_value(row.get(name), types.get(name)) for name in names}
+
+
 def marketo_payload(spec: EntitySpec, row: dict[str, Any]) -> dict[str, Any]:
     """What Marketo's sync call gets for one planned write."""
     if row["op"] == "flag_deleted":
         return {"id": int(row["marketo_id"]), spec.deleted_field: True}
-    payload = {name: row.get(name) for name in _fields(row)}
+    payload = _payload_values(spec, row, _fields(row))
     if row["op"] == "create":
-        payload = {name: row.get(name) for name in spec.marketo_fields if row.get(name) is not None}
-    if row["op"] in ("create", "link"):
+        payload = _payload_values(spec, row, [n for n in spec.marketo_fields if row.get(n) is not None])
+    if row["op"] in ("create", "link", "convert"):
         payload[spec.link_field] = row["dynamics_id"]
         payload[TYPE_FIELD] = spec.type_value
     if row["op"] != "create":
@@ -71,7 +77,10 @@ def load_objects(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> L
     """Upsert Marketo objects (companies, opportunities, ...) keyed by our Dynamics id."""
     result = LoadResult()
     rows = writes.to_dict("records")
-    payloads = [{spec.key_field: row["dynamics_id"], **{name: row.get(name) for name in _fields(row)}} for row in rows]
+    payloads = [
+        {spec.key_field: row["dynamics_id"], **dict(spec.constants), **_payload_values(spec, row, _fields(row))}
+        for row in rows
+    ]
     for row, answer in zip(rows, hook.sync_objects(spec.marketo_object, payloads) if rows else [], strict=True):
         status = answer.get("status")
         if status in ("created", "updated"):

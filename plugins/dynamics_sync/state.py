@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Engine,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     func,
     select,
 )
@@ -58,7 +60,10 @@ record_links = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # Set when the Dynamics record was deleted: the link is kept so the deletion sticks.
     Column("deleted_at", DateTime(timezone=True)),
-    Column("deleted_side", String(16)),  # "dynamics" or "marketo": where the record disappeared
+    # "dynamics" or "marketo": where the record disappeared; "converted": a lead qualified into a contact.
+    Column("deleted_side", String(16)),
+    # The Dynamics sync filter (new_synctomkto) is No: nothing moves until it turns back to Yes.
+    Column("sync_paused", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("entity", "dynamics_id", name="uq_links_entity_dynamics"),
     # One Marketo person mirrors one Dynamics record, whichever entity it is.
     UniqueConstraint("marketo_id", name="uq_links_marketo"),
@@ -158,6 +163,7 @@ class Link:
     deleted_at: dt.datetime | None = None
     deleted_side: str | None = None
     marketo_object: str = "leads"
+    paused: bool | None = None  # read: the sync filter keeps it out; written: None leaves it as it is
 
 
 @dataclass
@@ -299,6 +305,7 @@ class StateStore:
                         deleted_at=row.deleted_at,
                         deleted_side=row.deleted_side,
                         marketo_object=row.marketo_object,
+                        paused=bool(row.sync_paused),
                     )
 
     def count_links(self, entity: str | None = None) -> int:
@@ -458,6 +465,7 @@ class StateStore:
                     deleted_at=update.deleted_at,
                     deleted_side=update.deleted_side,
                     marketo_object=update.marketo_object,
+                    sync_paused=bool(update.paused),
                 )
             ).inserted_primary_key[0]
             dyn, mkto = dict(update.dynamics_values), dict(update.marketo_values)
@@ -468,7 +476,8 @@ class StateStore:
                 .where(record_links.c.id == link_id)
                 .values(marketo_id=update.marketo_id, updated_at=now,
                         **({"deleted_at": update.deleted_at, "deleted_side": update.deleted_side}
-                           if update.deleted_at else {}))
+                           if update.deleted_at else {}),
+                        **({"sync_paused": update.paused} if update.paused is not None else {}))
             )
             dyn = {**(existing.dynamics_values or {}), **update.dynamics_values}
             mkto = {**(existing.marketo_values or {}), **update.marketo_values}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynamics_sync import extract, load, marketo_activity, metadata, transform, validate
+from dynamics_sync import extract, load, marketo_activity, metadata, references, transform, validate
 from dynamics_sync.entities import EntitySpec, load_entities
 from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook
@@ -26,6 +26,7 @@ from dynamics_sync.state import Activity, Link, RunContext, StateStore, as_text
 
 log = logging.getLogger(__name__)
 INITIAL, INCREMENTAL = "initial", "incremental"
+SCHEMA = "schema"  # watermarks side holding the Dynamics column types of the last run (schema drift)
 MARKETO_OVERLAP = dt.timedelta(seconds=60)
 # An entity's lock outlives a crashed run by this much at most; a healthy run releases it at its load commit.
 LOCK_TTL = dt.timedelta(seconds=float(os.environ.get("DYNAMICS_SYNC_LOCK_TTL_S", 3600)))
@@ -77,11 +78,12 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     store.acquire_lock(configured.name, run.ctx, LOCK_TTL)
     dynamics, marketo = DynamicsHook(), MarketoHook()
     started = _now()
-    columns = metadata.describe(dynamics, configured)
-    field_problems = metadata.problems(configured, columns)
+    baseline = store.watermark(configured.name, SCHEMA)
+    schema = metadata.read_schema(dynamics, marketo, configured, json.loads(baseline) if baseline else None)
+    field_problems = metadata.problems(configured, schema)
     for problem in field_problems:
         log.warning("%s.%s is left out of this run: %s", configured.name, problem.field, problem.reason)
-    spec = metadata.effective(configured, columns)
+    spec = metadata.effective(configured, schema)
     marks: dict[str, str | None] = {}
     interval = False
     mkto_rows, events = extract.marketo_people_empty(spec), pd.DataFrame(columns=extract.EVENT_COLUMNS)
@@ -115,6 +117,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
                          "marketo_merges_deletes": len(mk.events)}
             if not interval:
                 marks["marketo"] = mk.watermark
+    dyn.rows, reference_activities = references.resolve(dyn.rows, spec, store, dynamics)
     # People who may already exist in Marketo for Dynamics records not linked yet: matched by email.
     links = store.links_by_dynamics(spec.name, dyn.rows["dynamics_id"])
     unlinked = dyn.rows[~dyn.rows["dynamics_id"].isin(list(links)) & ~dyn.rows["deleted"].astype(bool)]
@@ -140,8 +143,9 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         "matches": stage(run, spec, "marketo_matches", matches),
         "events": stage(run, spec, "marketo_events", events),
         "marks": {k: v for k, v in marks.items() if v},
-        "columns": {f.dynamics: columns[f.dynamics] for f in spec.fields},
-        "field_problems": [asdict(p) for p in field_problems],
+        "schema": schema,
+        "field_problems": [asdict(p) for p in metadata.new_problems(configured, schema)],
+        "extract_activities": stage(run, spec, "extract_activities", _activities_frame(reference_activities)),
         "counts": counts,
     }
 
@@ -151,7 +155,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
 
 def _spec(entity: str, xcom: dict[str, Any]) -> EntitySpec:
     """The entity as this run syncs it: the config narrowed and sharpened by the metadata read in extract."""
-    return metadata.effective(load_entities()[entity], xcom.get("columns"))
+    return metadata.effective(load_entities()[entity], xcom.get("schema"))
 
 
 def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
@@ -164,21 +168,25 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
     marketo_ids = [*marketo.get("marketo_id", []), *matches.get("marketo_id", [])]
     linked_marketo = store.links_by_marketo(int(m) for m in marketo_ids if m is not None)
     links.update({link.dynamics_id: link for link in linked_marketo.values() if link.entity == spec.name})
+    converted: dict[str, Link] = {}
+    if spec.converted_from and "converted_from" in dynamics:
+        sources = [v for v in dynamics["converted_from"].dropna().unique() if v]
+        converted = store.links_by_dynamics(spec.converted_from[0], sources)
     if extracted["mode"] == INITIAL:
-        plan = transform.plan_initial(spec, dynamics, matches, links, linked_marketo)
+        plan = transform.plan_initial(spec, dynamics, matches, links, linked_marketo, converted)
     else:
         events = read_frame(extracted["events"])
         event_ids = [int(e["marketo_id"]) for e in events.to_dict("records")]
         event_ids += [int(x) for e in events.to_dict("records") for x in json.loads(e["losers"])]
         linked_marketo.update(store.links_by_marketo(event_ids))
         plan = transform.plan_incremental(
-            spec, dynamics, marketo, matches, links, linked_marketo, extracted.get("sync_user_id"), events
+            spec, dynamics, marketo, matches, links, linked_marketo, extracted.get("sync_user_id"), events, converted
         )
     store.dispose()
     plan.activities[:0] = [
         Activity(p["kind"], spec.name, None, field=p["field"], reason=p["reason"] + "; left out of this run")
         for p in extracted.get("field_problems") or []
-    ]
+    ] + _activities(read_frame(extracted.get("extract_activities")))
     frames = plan.frames(spec)
     counts = {
         "to_marketo": len(frames["marketo_writes"]),
@@ -188,7 +196,7 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
     }
     log.info("%s transform: %s", spec.name, counts)
     return {
-        **{k: extracted[k] for k in ("entity", "mode", "interval", "marks", "columns")},
+        **{k: extracted[k] for k in ("entity", "mode", "interval", "marks", "schema")},
         **{name: stage(run, spec, name, frame) for name, frame in frames.items()},
         "plan_activities": stage(run, spec, "plan_activities", _activities_frame(plan.activities)),
         "counts": counts,
@@ -200,7 +208,7 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
 
 def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     spec = _spec(entity, transformed)
-    keep = ("entity", "mode", "interval", "marks", "columns", "refresh", "plan_activities")
+    keep = ("entity", "mode", "interval", "marks", "schema", "refresh", "plan_activities")
     out = {k: transformed[k] for k in keep}
     counts = dict(transformed["counts"])
     for name, side in (("marketo_writes", "marketo"), ("dynamics_writes", "dynamics")):
@@ -224,7 +232,8 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
     activities += load.rejected_activities(spec, rejected_m, transform.TO_MARKETO)
     activities += load.rejected_activities(spec, rejected_d, transform.TO_DYNAMICS)
 
-    to_marketo = load.load_marketo(MarketoHook(), spec, read_frame(validated["marketo_writes"]))
+    marketo_writes = read_frame(validated["marketo_writes"])
+    to_marketo = load.load_marketo(MarketoHook(), spec, marketo_writes)
     to_dynamics = load.LoadResult()
     dynamics_writes = read_frame(validated["dynamics_writes"])
     if not dynamics_writes.empty:
@@ -233,7 +242,8 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
     refresh = [
         Link(spec.name, r["dynamics_id"], int(r["marketo_id"]) if r["marketo_id"] is not None else None,
              _json(r["snap_dynamics"]), _json(r["snap_marketo"]), deleted_at=now if r.get("deleted_side") else None,
-             deleted_side=r.get("deleted_side"), marketo_object=spec.marketo_object)
+             deleted_side=r.get("deleted_side"), marketo_object=spec.marketo_object,
+             paused=None if r.get("paused") is None else bool(r["paused"]))
         for r in read_frame(validated["refresh"]).to_dict("records")
     ]
     activities += to_marketo.activities + to_dynamics.activities
@@ -256,9 +266,13 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
         },
     ][: 2 if spec.two_way else 1]  # a one-way entity has no Marketo-to-Dynamics direction
     marks = {} if validated["interval"] else {(spec.name, side): v for side, v in validated["marks"].items()}
+    if validated.get("schema"):
+        marks[(spec.name, SCHEMA)] = json.dumps(metadata.baseline(load_entities()[entity], validated["schema"]))
     store.commit_load(
         run.ctx,
-        links=[*to_marketo.links, *to_dynamics.links, *refresh],
+        # Converted leads let go of their person first: one person mirrors one record.
+        links=[*_released_leads(spec, marketo_writes, to_marketo.links, now), *to_marketo.links,
+               *to_dynamics.links, *refresh],
         activities=activities,
         summaries=summaries,
         marks=marks,
@@ -282,3 +296,16 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
 
 def _json(text: Any) -> dict[str, Any]:
     return json.loads(text) if text else {}
+
+
+def _released_leads(spec: EntitySpec, writes: pd.DataFrame, loaded: list[Link], now: dt.datetime) -> list[Link]:
+    """The lead links whose person a landed conversion write moved to the contact."""
+    if not spec.converted_from or writes.empty:
+        return []
+    landed = {link.dynamics_id for link in loaded}
+    return [
+        Link(spec.converted_from[0], row["converted_from"], None, deleted_at=now,
+             deleted_side=transform.CONVERTED)
+        for row in writes.to_dict("records")
+        if row["op"] == "convert" and row["dynamics_id"] in landed and row.get("converted_from")
+    ]

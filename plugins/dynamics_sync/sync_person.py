@@ -31,7 +31,7 @@ MATCH_ENTITIES = ("lead", "contact")
 
 def _spec(xcom: dict[str, Any]) -> EntitySpec:
     """The entity to create, narrowed and sharpened by the metadata the extract step read (see metadata.py)."""
-    return metadata.effective(load_entities()[xcom["sync_as"]], xcom.get("columns"))
+    return metadata.effective(load_entities()[xcom["sync_as"]], xcom.get("schema"))
 
 
 def existing_in_dynamics(hook: DynamicsHook, email: str) -> tuple[str, str] | None:
@@ -52,8 +52,8 @@ def extract_step(marketo_lead_id: int, run: RunInfo, sync_as: str = "lead", owne
     if sync_as not in SYNC_AS or sync_as not in load_entities():
         raise RefusedToRun(f"sync_as must be one of {SYNC_AS} (and configured), not {sync_as!r}")
     configured = load_entities()[sync_as]
-    columns = metadata.describe(DynamicsHook(), configured)
-    spec = metadata.effective(configured, columns)
+    schema = metadata.read_schema(DynamicsHook(), MarketoHook(), configured)
+    spec = metadata.effective(configured, schema)
     person = extract.marketo_people(MarketoHook(), spec, "id", [marketo_lead_id])
     if person.empty:
         raise RefusedToRun(f"Marketo person {marketo_lead_id} does not exist")
@@ -74,7 +74,7 @@ def extract_step(marketo_lead_id: int, run: RunInfo, sync_as: str = "lead", owne
             skip = f"a Dynamics {found[0]} with the same email already exists ({found[1]})"
     return {"marketo_id": marketo_lead_id, "skip": skip, "person": stage(run, spec, "person", person),
             "sync_as": sync_as, "owner": owner or None,
-            "columns": {f.dynamics: columns[f.dynamics] for f in spec.fields}}
+            "schema": schema}
 
 
 def transform_step(extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
@@ -127,7 +127,8 @@ def _load(spec: EntitySpec, validated: dict[str, Any], store: StateStore, run: R
         reasons = "; ".join(r["reason"] for r in json.loads(bad.iloc[0]["reasons"]))
         return {"status": "rejected", "marketo_id": marketo_id, "message": f"not created: {reasons}"}
     row = read_frame(validated["plan"]).iloc[0].to_dict()
-    values = {name: row.get(name) for name in spec.marketo_fields}
+    # Lookups and one-way fields are Dynamics' to set; the person carries only what flows both ways.
+    values = {name: row.get(name) for name in spec.two_way_fields}
     dynamics = DynamicsHook()
     found = existing_in_dynamics(dynamics, values["email"]) if values.get("email") else None
     if found:  # created by an earlier try of this task, or by someone in the meantime

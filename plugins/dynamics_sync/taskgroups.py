@@ -11,11 +11,12 @@ import datetime as dt
 import os
 from typing import Any
 
-from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, TaskGroup, get_current_context, task
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, TaskGroup, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from dynamics_sync import steps
-from dynamics_sync.entities import ConfigError
+from dynamics_sync.entities import ConfigError, entity_names, entity_order
 from dynamics_sync.errors import ApiError, AuthError, QuotaExhausted, RefusedToRun, ServiceUnavailable
 from dynamics_sync.state import EntityLocked
 
@@ -72,11 +73,11 @@ def release_lock_on_failure(entity: str) -> Any:
     return callback
 
 
-def entity_sync(entity: str, mode: str, selected: Any = None) -> TaskGroup:
+def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGroup] | None = None) -> TaskGroup:
     """extract >> transform (conflict-resolve) >> validate (Great Expectations) >> load, for one entity.
 
     `selected` (an upstream task's list of entity names) skips the whole group when the entity is not in
-    it. Returns the group itself, so `guard >> entity_sync(...)` puts the guard before every step.
+    it. `after`: the groups of the entities this one points at, which load first. Returns the group.
     """
     released = release_lock_on_failure(entity)
     with TaskGroup(group_id=entity, tooltip=f"sync {entity}: extract, transform, validate, load") as group:
@@ -99,5 +100,31 @@ def entity_sync(entity: str, mode: str, selected: Any = None) -> TaskGroup:
         def load(validated: dict[str, Any]) -> dict[str, Any]:
             return steps.load_step(entity, validated, run_info())
 
-        load(validate(transform(extract(selected))))
+        extracted = extract(selected)
+        if after:
+            # all_done: an entity whose upstream entity failed still syncs (its references to the failed
+            # entity's records are left empty and reported), so one bad entity never stalls the others.
+            gate = EmptyOperator(task_id="after_upstream_entities", trigger_rule=TriggerRule.ALL_DONE,
+                                 doc_md="Waits for the entities this one points at: " +
+                                        ", ".join(g.group_id for g in after))
+            for upstream in after:
+                upstream >> gate
+            gate >> extracted
+        load(validate(transform(extracted)))
     return group
+
+
+def entity_syncs(mode: str, selected: Any = None) -> dict[str, TaskGroup]:
+    """One group per configured entity, ordered so that what an entity points at is loaded before it.
+
+    Accounts and users come before the people and opportunities that reference them, a lead before the
+    contact it may be qualified into (see entities.entity_order).
+    """
+    order = entity_order()
+    groups: dict[str, TaskGroup] = {}
+    pending = list(entity_names())
+    while pending:  # dependencies first (entity_order has no cycles)
+        name = next(n for n in pending if all(d in groups for d in order[n]))
+        pending.remove(name)
+        groups[name] = entity_sync(name, mode, selected=selected, after=[groups[d] for d in order[name]])
+    return groups

@@ -19,7 +19,10 @@ from dynamics_sync.conflict import DYNAMICS, MARKETO, initial_values, merge, nor
 from dynamics_sync.entities import EntitySpec
 from dynamics_sync.state import Activity, Link
 
-WRITE_META = ["op", "marketo_id", "dynamics_id", "write_fields", "snap_dynamics", "snap_marketo"]
+# converted_from: for a "convert" write, the Dynamics lead the contact was qualified from.
+WRITE_META = ["op", "marketo_id", "dynamics_id", "write_fields", "snap_dynamics", "snap_marketo", "converted_from"]
+REFRESH_COLUMNS = ["marketo_id", "dynamics_id", "snap_dynamics", "snap_marketo", "deleted_side", "paused"]
+CONVERTED = "converted"  # deleted_side of a lead link whose person now follows the contact it became
 TO_MARKETO, TO_DYNAMICS = "dynamics_to_marketo", "marketo_to_dynamics"
 
 
@@ -36,14 +39,13 @@ class Plan:
         return {
             "marketo_writes": pd.DataFrame(self.marketo_writes, columns=columns),
             "dynamics_writes": pd.DataFrame(self.dynamics_writes, columns=columns),
-            "refresh": pd.DataFrame(
-                self.refresh, columns=["marketo_id", "dynamics_id", "snap_dynamics", "snap_marketo", "deleted_side"]
-            ),
+            "refresh": pd.DataFrame(self.refresh, columns=REFRESH_COLUMNS),
         }
 
 
 def _write(op: str, marketo_id: Any, dynamics_id: str, fields: list[str], post_image: dict[str, Any],
-           snap_dynamics: dict[str, Any], snap_marketo: dict[str, Any]) -> dict[str, Any]:
+           snap_dynamics: dict[str, Any], snap_marketo: dict[str, Any],
+           converted_from: str | None = None) -> dict[str, Any]:
     return {
         "op": op,
         "marketo_id": marketo_id,
@@ -51,8 +53,17 @@ def _write(op: str, marketo_id: Any, dynamics_id: str, fields: list[str], post_i
         "write_fields": json.dumps(fields),
         "snap_dynamics": json.dumps(snap_dynamics),
         "snap_marketo": json.dumps(snap_marketo),
+        "converted_from": converted_from,
         **post_image,
     }
+
+
+def _refresh(marketo_id: Any, dynamics_id: str, snap: dict[str, Any] | None = None,
+             deleted_side: str | None = None, paused: bool | None = None) -> dict[str, Any]:
+    """A link change needing no write: snapshot values, a deletion, or the sync filter's pause."""
+    text = json.dumps(snap or {})
+    return {"marketo_id": marketo_id, "dynamics_id": dynamics_id, "snap_dynamics": text, "snap_marketo": text,
+            "deleted_side": deleted_side, "paused": paused}
 
 
 def _values(row: dict[str, Any], spec: EntitySpec) -> dict[str, Any]:
@@ -68,15 +79,20 @@ def _index_matches(matches: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
 
 
 def _link_new(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], matches: dict[str, list[dict[str, Any]]],
-              linked_marketo: dict[int, Link]) -> None:
+              linked_marketo: dict[int, Link], converted: dict[str, Link] | None = None) -> None:
     """A Dynamics record with no link yet: link it to its only same-email person, or create one.
 
     A Marketo object (company, opportunity, ...) is simply upserted by its dedupe key, our Dynamics id.
+    A contact qualified from a linked lead takes over that lead's person (see _convert).
     """
     values = _values(dyn, spec)
     dynamics_id = dyn["dynamics_id"]
     if not spec.is_person:
         plan.marketo_writes.append(_write("upsert", None, dynamics_id, list(values), values, values, values))
+        return
+    source = (converted or {}).get(dyn.get("converted_from") or "")
+    if source is not None and source.marketo_id is not None and source.deleted_at is None:
+        _convert(plan, spec, dyn, values, source)
         return
     email = (values.get("email") or "").lower()
     candidates = matches.get(email, []) if email else []
@@ -108,8 +124,61 @@ def _link_new(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], matches: dict[s
         )
 
 
+def _convert(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], values: dict[str, Any], source: Link) -> None:
+    """Lead conversion: the person of the qualified lead now mirrors the contact, with contact rules.
+
+    No second person is created; the lead's link is released when the write lands (load step), so the
+    lead's later changes (it is read-only once qualified) no longer touch the person.
+    """
+    writes, after = initial_values(spec.marketo_fields, values, source.marketo_values)
+    plan.marketo_writes.append(_write(
+        "convert", source.marketo_id, dyn["dynamics_id"], list(writes), after, values, after,
+        converted_from=source.dynamics_id,
+    ))
+    plan.activities.append(Activity(
+        "converted", spec.name, TO_MARKETO, dynamics_id=dyn["dynamics_id"], marketo_id=source.marketo_id,
+        email=values.get("email"), old_value=source.dynamics_id, new_value=dyn["dynamics_id"],
+        reason=f"Dynamics {source.entity} {source.dynamics_id} was qualified into this {spec.name}; Marketo person "
+               f"{source.marketo_id} now follows the {spec.name} ({spec.name} rules from now on)",
+    ))
+    plan.counts["converted"] += 1
+
+
+def explicit_no(value: Any) -> bool:
+    """Two Options read back as true/false; staged frames may hand back numpy booleans or 0/1."""
+    if value is None or (isinstance(value, float) and value != value):
+        return False
+    return str(value).strip().lower() in ("false", "0", "no")
+
+
+def _filtered_out(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], link: Link | None) -> bool:
+    """The sync filter: only an explicit No keeps a record out; turning it off pauses, never deletes.
+
+    Returns True when the record is not synced this run.
+    """
+    if not explicit_no(dyn.get("sync_filter")):
+        if link is not None and link.paused:
+            plan.refresh.append(_refresh(link.marketo_id, link.dynamics_id, paused=False))
+            link.paused = False  # this run merges it again
+        return False
+    plan.counts["sync_filter_skipped"] += 1
+    values = _values(dyn, spec)
+    if link is not None and not link.paused:
+        plan.refresh.append(_refresh(link.marketo_id, link.dynamics_id, paused=True))
+        reason = (f"{spec.sync_filter} turned to No: the record stops syncing; the Marketo copy is kept as it was")
+    else:
+        reason = f"{spec.sync_filter} is No: the record is not synced"
+    plan.activities.append(Activity(
+        "skipped_by_sync_filter", spec.name, TO_MARKETO, dynamics_id=dyn["dynamics_id"],
+        marketo_id=link.marketo_id if link else None, email=values.get("email"), field=spec.sync_filter,
+        new_value=False, reason=reason,
+    ))
+    return True
+
+
 def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, matches: pd.DataFrame,
-                 links: dict[str, Link], linked_marketo: dict[int, Link]) -> Plan:
+                 links: dict[str, Link], linked_marketo: dict[int, Link],
+                 converted: dict[str, Link] | None = None) -> Plan:
     """The initial copy: every Dynamics record to Marketo, linking same-email people instead of duplicating."""
     plan = Plan()
     by_email = _index_matches(matches)
@@ -117,8 +186,10 @@ def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, matches: pd.DataFrame
         if dyn.get("deleted"):
             continue
         link = links.get(dyn["dynamics_id"])
+        if _filtered_out(plan, spec, dyn, link):
+            continue
         if link is None:
-            _link_new(plan, spec, dyn, by_email, linked_marketo)
+            _link_new(plan, spec, dyn, by_email, linked_marketo, converted)
             continue
         values = _values(dyn, spec)
         writes, after = initial_values(spec.marketo_fields, values, link.marketo_values)
@@ -130,7 +201,7 @@ def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, matches: pd.DataFrame
 
 def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataFrame, matches: pd.DataFrame,
                      links: dict[str, Link], linked_marketo: dict[int, Link], sync_user_id: str | None,
-                     events: pd.DataFrame | None = None) -> Plan:
+                     events: pd.DataFrame | None = None, converted: dict[str, Link] | None = None) -> Plan:
     """Follow Marketo merges and deletes, then merge both sides' changes (see conflict.merge for the rules)."""
     plan = Plan()
     if events is not None:
@@ -155,12 +226,20 @@ def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataF
                     reason=f"deleted in Dynamics; the Marketo {spec.marketo_object} record is kept",
                 ))
             continue
+        if dyn is not None and _filtered_out(plan, spec, dyn, link):
+            continue
         if link is None:
             if dyn is not None:
-                _link_new(plan, spec, dyn, by_email, linked_marketo)
+                _link_new(plan, spec, dyn, by_email, linked_marketo, converted)
+            continue
+        if link.deleted_side == CONVERTED:
+            plan.counts["converted_skipped"] += 1
             continue
         if link.deleted_at is not None:
             _skip_deleted(plan, spec, link)
+            continue
+        if link.paused:  # a Marketo change to a record the sync filter keeps out
+            plan.counts["sync_filter_skipped"] += 1
             continue
         _merge_linked(plan, spec, link, dyn, mkto_by_link.get(dynamics_id), sync_user_id)
     return plan
@@ -184,10 +263,7 @@ def _skip_deleted(plan: Plan, spec: EntitySpec, link: Link) -> None:
 
 
 def _relink(plan: Plan, link: Link, marketo_id: int, deleted_side: str | None = None) -> None:
-    plan.refresh.append({
-        "marketo_id": marketo_id, "dynamics_id": link.dynamics_id, "snap_dynamics": "{}", "snap_marketo": "{}",
-        "deleted_side": deleted_side,
-    })
+    plan.refresh.append(_refresh(marketo_id, link.dynamics_id, deleted_side=deleted_side))
 
 
 def _follow_marketo_events(plan: Plan, spec: EntitySpec, events: pd.DataFrame, links: dict[str, Link],
@@ -254,7 +330,8 @@ def _merge_linked(plan: Plan, spec: EntitySpec, link: Link, dyn: dict[str, Any] 
         field_authority=spec.field_authority,
         two_way=spec.two_way,
         dynamics_current=_values(dyn, spec) if dyn else None,
-        marketo_current=_values(mkto, spec) if mkto else None,
+        # Marketo edits of one-way fields (lookups, fields marked one way) never flow back.
+        marketo_current={k: v for k, v in _values(mkto, spec).items() if k in spec.two_way_fields} if mkto else None,
         dynamics_snapshot=link.dynamics_values,
         marketo_snapshot=link.marketo_values,
     )
@@ -275,11 +352,7 @@ def _merge_linked(plan: Plan, spec: EntitySpec, link: Link, dyn: dict[str, Any] 
         ))
     plan.counts["collisions"] += len(result.collisions)
     if result.refresh:
-        plan.refresh.append({
-            "marketo_id": link.marketo_id, "dynamics_id": link.dynamics_id,
-            "snap_dynamics": json.dumps(result.refresh), "snap_marketo": json.dumps(result.refresh),
-            "deleted_side": None,
-        })
+        plan.refresh.append(_refresh(link.marketo_id, link.dynamics_id, result.refresh))
     if result.to_marketo:
         post = {**link.marketo_values, **(_values(mkto, spec) if mkto else {}), **result.to_marketo}
         plan.marketo_writes.append(_write(

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from dynamics_sync.entities import EntitySpec
+from dynamics_sync.fieldtypes import TEXT
 
 # GX logs hundreds of lines at import once Airflow's logging is configured, prints progress bars and
 # would phone home for analytics; none of that belongs in a task log or on a machine with no internet.
@@ -64,7 +65,10 @@ def rules_for(spec: EntitySpec, side: str, creating: bool = False) -> list[Rule]
             if f.options:
                 rules.append(Rule("in_set", f.marketo, allowed=tuple(f.options)))
         else:
-            rules.append(Rule("max_length", f.marketo, MARKETO_TEXT_MAX))
+            if f.marketo_required:
+                rules.append(Rule("not_null", f.marketo))
+            if f.marketo_type is None or f.marketo_type in TEXT:
+                rules.append(Rule("max_length", f.marketo, MARKETO_TEXT_MAX))
         if f.format == "email":
             rules.append(Rule("email", f.marketo))
     if side == "marketo" and creating:

@@ -232,6 +232,11 @@ class MarketoHook(BaseHook):
     def describe_leads(self) -> list[dict[str, Any]]:
         return self.call("GET", "/v1/leads/describe.json").get("result") or []
 
+    def describe_object(self, marketo_object: str) -> dict[str, Any]:
+        """A company/opportunity/role/sales person/custom object type: fields, idField, dedupeFields."""
+        result = self.call("GET", f"/v1/{marketo_object}/describe.json").get("result") or [{}]
+        return result[0]
+
     # ---- change feed ------------------------------------------------------------------------------
 
     def paging_token(self, since: dt.datetime) -> str:

@@ -1,0 +1,77 @@
+"""Lookups: turn a Dynamics reference into what Marketo knows the referenced record by.
+
+A lookup column holds a Dynamics id. In Marketo a person is known by its Marketo id (an opportunity role's
+or custom object's leadId) and a company, sales person or object by its external id, which is our
+Dynamics id. So a reference resolves through the state store's links: it is written only when the
+record it points at has been synced (it exists in Marketo), and otherwise left empty and reported, so
+Marketo never holds a dangling reference (the native sync, for one, leaves owner fields empty when the
+Dynamics owner is a team, not a user).
+
+A field may reach its target two levels away (`through`): a custom entity's account, then that account's
+primary contact. The middle rows are read from Dynamics in one query per 40 ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from dynamics_sync.entities import EntitySpec, FieldMap, load_entities
+from dynamics_sync.hooks.dynamics import DynamicsHook
+from dynamics_sync.state import Activity, StateStore
+
+CHUNK = 40
+
+
+def _middle(hook: DynamicsHook, f: FieldMap, ids: Iterable[str]) -> dict[str, str | None]:
+    """For each id of the middle table, the id its `through.column` lookup points at."""
+    through = f.through
+    assert through is not None
+    ids = list(dict.fromkeys(ids))
+    found: dict[str, str | None] = {}
+    column = f"_{through.column}_value"
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        params = {"$select": f"{through.key},{column}",
+                  "$filter": " or ".join(f"{through.key} eq {i}" for i in chunk)}
+        for rows, _ in hook.pages(through.entity_set, params=params):
+            found.update({row[through.key]: row.get(column) for row in rows})
+    return found
+
+
+def resolve(frame: pd.DataFrame, spec: EntitySpec, store: StateStore,
+            hook: DynamicsHook | None) -> tuple[pd.DataFrame, list[Activity]]:
+    """Replace each lookup field's Dynamics id with the target's Marketo key; report what cannot be."""
+    lookups = [f for f in spec.fields if f.lookup]
+    if frame.empty or not lookups:
+        return frame, []
+    frame = frame.copy()
+    entities = load_entities()
+    activities: list[Activity] = []
+    for f in lookups:
+        raw = frame[f.marketo].astype(object).where(frame[f.marketo].notna(), None)
+        pointers: dict[Any, Any] = {v: v for v in raw.dropna().unique()}
+        if f.through is not None and pointers and hook is not None:
+            middle = _middle(hook, f, pointers)
+            pointers = {v: middle.get(v) for v in pointers}
+        target = entities[f.lookup]  # checked by load_entities
+        links = store.links_by_dynamics(target.name, [p for p in pointers.values() if p])
+        keys: dict[Any, Any] = {}
+        for value, pointer in pointers.items():
+            link = links.get(pointer) if pointer else None
+            if link is not None and link.deleted_at is None and (link.marketo_id is not None or not target.is_person):
+                keys[value] = link.marketo_id if target.is_person else link.dynamics_id
+        for row_id, value in zip(frame["dynamics_id"], raw, strict=True):
+            if value is not None and value not in keys:
+                hop = f" (through {f.through.entity_set}.{f.through.column})" if f.through else ""
+                activities.append(Activity(
+                    "unresolved_reference", spec.name, "dynamics_to_marketo", dynamics_id=row_id, field=f.marketo,
+                    new_value=value,
+                    reason=f"{f.dynamics}{hop} points at {value}, which is not a synced {target.name} "
+                           f"(not in Marketo yet, filtered out, deleted, or another kind of record); "
+                           f"{f.marketo} is left empty",
+                ))
+        frame[f.marketo] = [keys.get(v) if v is not None else None for v in raw]
+    return frame, activities
