@@ -100,6 +100,7 @@ def test_custom_objects(mc: Any) -> None:
     assert "carOwnership_c" in [t["name"] for t in listed]
     desc = mc.execute("describe_custom_object", name="carOwnership_c")
     assert desc[0]["dedupeFields"] == ["vin", "leadEmail"]
+    mc.execute("create_update_leads", leads=[{"email": "c@example.com"}])  # the link must name a lead
     made = mc.execute("create_update_custom_objects", name="carOwnership_c", input=[
         {"vin": "C1", "leadEmail": "c@example.com", "make": "Volvo"}], action="createOrUpdate",
         dedupeBy="dedupeFields")

@@ -51,12 +51,13 @@ def test_opportunities_roles_salespersons(api: Api) -> None:
     opp = api.call("POST", "/rest/v1/opportunities.json", json={"input": [
         {"externalOpportunityId": "o1", "name": "Deal", "amount": 1200.5, "isWon": False}]})["result"][0]
     assert opp["status"] == "created" and len(opp["marketoGUID"]) == 36
+    lead = api.sync([{"email": "buyer@example.com"}])["result"][0]["id"]
     role = api.call("POST", "/rest/v1/opportunities/roles.json", json={"input": [
-        {"externalOpportunityId": "o1", "leadId": 5, "role": "Buyer", "isPrimary": True}]})["result"][0]
+        {"externalOpportunityId": "o1", "leadId": lead, "role": "Buyer", "isPrimary": True}]})["result"][0]
     assert role["status"] == "created"
     read = api.call("POST", "/rest/v1/opportunities/roles.json?_method=GET", json={
         "filterType": "dedupeFields", "fields": ["marketoGUID", "isPrimary"],
-        "input": [{"externalOpportunityId": "o1", "leadId": 5, "role": "Buyer"}]})["result"]
+        "input": [{"externalOpportunityId": "o1", "leadId": lead, "role": "Buyer"}]})["result"]
     assert read[0]["marketoGUID"] == role["marketoGUID"] and read[0]["isPrimary"] is True
     sp = api.call("POST", "/rest/v1/salespersons.json", json={"input": [
         {"externalSalesPersonId": "sp1", "email": "rep@example.com"}]})["result"][0]
@@ -69,6 +70,7 @@ def test_custom_objects_from_config(box: dict[str, Any], api: Api) -> None:
     assert "msdynOpportunityProduct_c" in names and "carOwnership_c" in names
     desc = api.get("/rest/v1/customobjects/carOwnership_c/describe.json")["result"][0]
     assert desc["idField"] == "marketoGUID" and desc["dedupeFields"] == ["vin", "leadEmail"]
+    api.sync([{"email": "a@example.com"}])
     made = api.call("POST", "/rest/v1/customobjects/carOwnership_c.json", json={"input": [
         {"vin": "V1", "leadEmail": "a@example.com", "make": "Saab", "year": 1999}]})["result"][0]
     assert made["status"] == "created"

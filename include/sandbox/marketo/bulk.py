@@ -12,8 +12,10 @@ Export (``/bulk/v1/leads/export/...`` and ``/bulk/v1/activities/export/...``), d
   a job stays Queued at least one step and Processing at least one step (longer when the file takes
   longer to write).
 - files: CSV/TSV/SSV with a header row (REST names, or ``columnHeaderNames``), empty values written as
-  ``null``; ``fileSize`` in bytes and ``fileChecksum`` ``"sha256:<hex>"``; the file endpoint serves
-  ``Range: bytes=a-b`` with 206; before completion or for an unknown id it answers 404 with a plain-text body.
+  ``null``; company and Lead Owner fields show the linked company / sales person (see :mod:`links`) as
+  they are when the file is written; ``fileSize`` in bytes and ``fileChecksum`` ``"sha256:<hex>"``; the
+  file endpoint serves ``Range: bytes=a-b`` with 206; before completion or for an unknown id it answers
+  404 with a plain-text body.
 
 Import (``POST /bulk/v1/leads.json``): FIFO queue, 2 importing at a time, 10 in the queue → ``1016``
 "Too many imports"; ``Queued`` → ``Importing`` → ``Complete``/``Failed`` on the same step clock.
@@ -43,11 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import links
 from .activities import render_activity
 from .envelope import MarketoError
 from .fields import FIELDS_BY_NAME, WRITABLE
 from .limits import LimitSettings, marketo_day
-from .store import Actor, Store
+from .store import Actor, Store, select_cols
 
 MAX_PROCESSING = 2
 MAX_QUEUED = 10  # including the processing ones
@@ -379,16 +382,16 @@ class BulkJobs:
                 writer.writerow(job.headers)
                 render: Callable[[sqlite3.Row], list[Any]]
                 if job.kind == "leads":
-                    cols = ",".join(f'"{f}"' for f in job.fields)
-                    sql = f"SELECT {cols} FROM leads WHERE {job.where} ORDER BY id"
-                    bools = {i for i, f in enumerate(job.fields) if FIELDS_BY_NAME[f].data_type == "boolean"}
+                    sql = f"SELECT {select_cols(job.fields)} FROM leads WHERE {job.where} ORDER BY id"
+                    linked = links.load_all(conn, job.fields)
 
                     def render(row: sqlite3.Row) -> list[Any]:
                         out = []
-                        for i, value in enumerate(row):
+                        for name in job.fields:
+                            value = linked.value(row, name)
                             if value is None:
                                 out.append("null")
-                            elif i in bools:
+                            elif FIELDS_BY_NAME[name].data_type == "boolean":
                                 out.append("true" if value else "false")
                             else:
                                 out.append(value)

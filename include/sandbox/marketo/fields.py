@@ -5,7 +5,13 @@ of reads and the validation of Sync Leads input, so they can never disagree.
 
 Field ids: the ids of ``company`` (2), ``firstName`` (48), ``lastName`` (50) and ``email`` (51) are the
 ones seen in Adobe's documentation examples and public client fixtures; the others are sandbox choices
-(field ids differ between real subscriptions anyway, clients must read them from describe).
+(field ids differ between real subscriptions anyway, clients must read them from describe). Ids once
+given are never changed; new fields take new ids (55-67 for the company, link and lead owner fields).
+
+Company fields (``company``, ``website``, ``mainPhone``, ``industry``, ``annualRevenue``,
+``numberOfEmployees``, ``billingCity``, ``billingCountry``), the links ``externalCompanyId`` /
+``externalSalesPersonId`` and the read-only Lead Owner fields are explained in :mod:`links`; the Lead
+Owner fields are not stored (``stored=False``) but read from the linked sales person.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class FieldDef:
     searchable: bool = False
     custom: bool = False
     description: str | None = None
+    stored: bool = True  # False: computed on read (Lead Owner fields), no SQLite column
 
     def describe(self) -> dict[str, Any]:
         """Item of ``GET /rest/v1/leads/describe.json``."""
@@ -80,6 +87,23 @@ LEAD_FIELDS: tuple[FieldDef, ...] = (
     FieldDef(51, "email", "Email Address", "email", 255, False, "Email", searchable=True),
     FieldDef(53, "title", "Job Title", "string", 255, False, "Title"),
     FieldDef(54, "phone", "Phone Number", "phone", 255, False, "Phone"),
+    FieldDef(55, "website", "Website", "url", 255, False, "Website"),
+    FieldDef(56, "mainPhone", "Main Phone", "phone", 255, False, "MainPhone"),
+    FieldDef(57, "industry", "Industry", "string", 255, False, "Industry"),
+    FieldDef(58, "annualRevenue", "Annual Revenue", "currency", None, False, "AnnualRevenue"),
+    FieldDef(59, "numberOfEmployees", "Num Employees", "integer", None, False, "NumberOfEmployees"),
+    FieldDef(60, "billingCity", "Billing City", "string", 255, False, "BillingCity"),
+    FieldDef(61, "billingCountry", "Billing Country", "string", 255, False, "BillingCountry"),
+    FieldDef(62, "externalCompanyId", "External Company Id", "string", 100, False, "ExternalCompanyId",
+             searchable=True, description="externalCompanyId of the company (companies object) the person belongs to"),
+    FieldDef(63, "externalSalesPersonId", "External Sales Person Id", "string", 100, False, "ExternalSalesPersonId",
+             searchable=True, description="externalSalesPersonId of the sales person who owns the person"),
+    FieldDef(64, "leadOwnerFirstName", "Lead Owner First Name", "string", 255, True, "LeadOwnerFirstName",
+             stored=False),
+    FieldDef(65, "leadOwnerLastName", "Lead Owner Last Name", "string", 255, True, "LeadOwnerLastName",
+             stored=False),
+    FieldDef(66, "leadOwnerEmail", "Lead Owner Email Address", "email", 255, True, "LeadOwnerEmail", stored=False),
+    FieldDef(67, "leadOwnerPhone", "Lead Owner Phone Number", "phone", 255, True, "LeadOwnerPhone", stored=False),
     FieldDef(
         1001, "msdynLeadId", "MS Dynamics Lead Id", "string", 36, False, "msdynLeadId",
         searchable=True, custom=True, description="Dataverse leadid of the linked Dynamics lead",
@@ -99,10 +123,14 @@ LEAD_FIELDS: tuple[FieldDef, ...] = (
 )
 
 FIELDS_BY_NAME: dict[str, FieldDef] = {f.name: f for f in LEAD_FIELDS}
-# Column order of the SQLite ``leads`` table (and of SELECT *).
-COLUMNS: tuple[str, ...] = tuple(f.name for f in LEAD_FIELDS)
+# Column order of the SQLite ``leads`` table (and of SELECT *); computed fields have no column.
+COLUMNS: tuple[str, ...] = tuple(f.name for f in LEAD_FIELDS if f.stored)
 WRITABLE: frozenset[str] = frozenset(f.name for f in LEAD_FIELDS if not f.read_only)
-SEARCHABLE: tuple[str, ...] = ("email", "id", "msdynLeadId", "msdynContactId", "msdynType")
+# Whether real Marketo accepts externalCompanyId / externalSalesPersonId as filterType is not documented
+# (describe2 of the subscription decides); the sandbox allows both so a sync can find a company's people.
+SEARCHABLE: tuple[str, ...] = (
+    "email", "id", "msdynLeadId", "msdynContactId", "msdynType", "externalCompanyId", "externalSalesPersonId",
+)
 DEFAULT_READ_FIELDS: tuple[str, ...] = ("id", "email", "updatedAt", "createdAt", "firstName", "lastName")
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -126,13 +154,27 @@ def type_error(value: Any, data_type: str) -> FieldValueError:
     return FieldValueError("1001", f"Invalid value '{shown}'. Required of type '{data_type}'")
 
 
-def coerce(field: FieldDef, value: Any) -> str | int | None:
+_DECIMAL = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
+
+
+def coerce(field: FieldDef, value: Any) -> str | int | float | None:
     """Turn a JSON input value into the stored value, or raise FieldValueError.
 
     Empty strings mean "empty field" in Marketo, so they are stored as NULL, like an explicit null.
     """
     if value is None:
         return None
+    if field.data_type in ("float", "currency", "percent"):
+        if isinstance(value, bool):
+            raise type_error(value, field.data_type)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            if value.strip() == "":
+                return None
+            if _DECIMAL.match(value):
+                return float(value)
+        raise type_error(value, field.data_type)
     if field.data_type == "boolean":
         if isinstance(value, bool):
             return int(value)

@@ -11,6 +11,13 @@ sales persons, ``marketoGUID`` for the others), results with ``seq`` and ``id``/
 ``reasons``, ``1036`` duplicate key in one input, ``1018`` "CRM Enabled" for writes to the CRM-owned
 objects when a native CRM sync is on (``crm_enabled`` switch in ``/_sandbox/limits``).
 
+References (documented for roles: "Both the opportunity and lead link ID fields must exist in the target
+instance for the record to be created"): a role whose ``leadId`` names no lead is skipped with ``1004``
+"Lead not found" (the code Adobe's custom object sync example shows), one whose ``externalOpportunityId``
+names no opportunity with ``1013`` "Object not found" (sandbox choice of code). Custom object ``link``
+fields declared in ``relationships`` (``relatedTo`` ``Lead``, by ``id`` or ``email``) are checked the
+same way (``1004``). Only values a record sends are checked; a null non-key link is allowed.
+
 Sandbox choices (unconfirmed): createOnly on an existing key → ``1017`` "Object already exists";
 updateOnly or delete of a missing record → ``1013`` "Object not found"; a missing dedupe field →
 ``1003``; an unknown field → ``1006``; ``1018`` is given per record; key matching is exact (case-sensitive).
@@ -29,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fields import FieldDef, FieldValueError, coerce, type_error
+from . import links
+from .fields import COLUMNS, FieldDef, FieldValueError, coerce, type_error
 from .store import Store, now_iso
 
 CONFIG = Path(__file__).with_name("custom_objects.json")
@@ -53,6 +61,16 @@ class ObjField:
 
 
 @dataclass(frozen=True)
+class Ref:
+    """A field that must name an existing record: a lead (``target`` ``"lead"``, matched on lead column
+    ``column``) or an object of type path ``target`` (matched on its single-field dedupe key ``column``)."""
+
+    field: str
+    target: str
+    column: str = "id"
+
+
+@dataclass(frozen=True)
 class ObjType:
     path: str  # "companies", "opportunities", "opportunities/roles", "salespersons", "customobjects/<name>"
     name: str
@@ -66,6 +84,7 @@ class ObjType:
     description: str = ""
     plural: str = ""
     relationships: tuple[dict[str, Any], ...] = ()
+    refs: tuple[Ref, ...] = ()
 
     @property
     def by_name(self) -> dict[str, ObjField]:
@@ -118,7 +137,8 @@ BUILTIN: tuple[ObjType, ...] = (
              _f("externalOpportunityId", "External Opportunity Id", "string", 50, False),
              _f("leadId", "Lead Id", "integer", updateable=False), _f("role", "Role", "string", 255, False),
              _f("isPrimary", "Is Primary", "boolean"), *_TS),
-            crm_owned=True),
+            crm_owned=True,
+            refs=(Ref("externalOpportunityId", "opportunities", "externalOpportunityId"), Ref("leadId", "lead", "id"))),
     ObjType("salespersons", "SalesPerson", "Sales Person", "id", ("externalSalesPersonId",),
             (("externalSalesPersonId",), ("id",), ("email",)),
             (_f("id", "Id", "integer", updateable=False),
@@ -146,6 +166,8 @@ def load_custom_types(path: Path | None = None) -> list[ObjType]:
             (*fields, *_TS), custom=True, description=t.get("description", ""),
             plural=t.get("pluralName", t.get("displayName", t["name"])),
             relationships=tuple(t.get("relationships", [])),
+            refs=tuple(Ref(r["field"], "lead", r["relatedTo"].get("field", "id"))
+                       for r in t.get("relationships", []) if r.get("relatedTo", {}).get("name") == "Lead"),
         ))
     return out
 
@@ -183,20 +205,6 @@ def coerce_value(field: ObjField, value: Any) -> Any:
     return bool(out) if base == "boolean" and out is not None else out
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (
-    pk INTEGER PRIMARY KEY AUTOINCREMENT,
-    type TEXT NOT NULL,
-    guid TEXT NOT NULL UNIQUE,
-    dkey TEXT NOT NULL,
-    data TEXT NOT NULL,
-    createdAt TEXT NOT NULL,
-    updatedAt TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ix_objects_key ON objects(type, dkey);
-"""
-
-
 class ObjectStore:
     def __init__(self, store: Store, custom: list[ObjType] | None = None) -> None:
         self.store = store
@@ -204,7 +212,7 @@ class ObjectStore:
         self.types: dict[str, ObjType] = {t.path: t for t in types}
         self.custom_names = {t.name: t for t in types if t.custom}
         with store._lock:
-            store._conn.executescript(_SCHEMA)
+            store._conn.executescript(links.OBJECTS_DDL)
 
     # ------------------------------------------------------------------ catalogue
     def has_type(self, entity: str) -> bool:
@@ -222,7 +230,23 @@ class ObjectStore:
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _dkey(t: ObjType, rec: dict[str, Any]) -> str:
-        return json.dumps([rec.get(f) for f in t.dedupe], separators=(",", ":"))
+        return links.dkey([rec.get(f) for f in t.dedupe])
+
+    def _check_refs(self, t: ObjType, values: dict[str, Any]) -> None:
+        """Skip a record whose reference fields name no existing lead / object (see module docstring)."""
+        for ref in t.refs:
+            value = values.get(ref.field)
+            if value is None:
+                continue
+            if ref.target == "lead":
+                if ref.column not in COLUMNS:
+                    continue
+                found = self.store._conn.execute(f'SELECT 1 FROM leads WHERE "{ref.column}" = ? LIMIT 1',
+                                                 (value,)).fetchone()
+                if found is None:
+                    raise FieldValueError("1004", "Lead not found")
+            elif not links.exists(self.store._conn, ref.target, value):
+                raise FieldValueError("1013", "Object not found")
 
     @staticmethod
     def _render(t: ObjType, pk: int, guid: str, data: dict[str, Any], created: str, updated: str,
@@ -327,6 +351,7 @@ class ObjectStore:
         if marker in seen:
             raise FieldValueError("1036", "Duplicate object in input")
         seen.add(marker)
+        self._check_refs(t, values)
         if rows:
             if action == "createOnly":
                 raise FieldValueError("1017", "Object already exists")

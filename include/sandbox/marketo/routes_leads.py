@@ -8,7 +8,10 @@ Paths, parameters, result items and codes follow Adobe's Leads page and the Lead
   filterType, ``1003`` more than 300 values or more than 1,000 matches. Records: ``id`` first, then
   the requested fields with null values left out; ordered by id; ``moreResult``/``nextPageToken`` paging.
 - ``POST /rest/v1/leads.json`` (``application/json`` only, else ``612``; bad JSON ``609``) — Sync Leads
-  with per-record ``created``/``updated``/``skipped`` + reasons, in input order, at most 300 records.
+  with per-record ``created``/``updated``/``skipped`` + reasons, in input order, at most 300 records;
+  company fields on a person linked to a company → ``1021``, an ``externalSalesPersonId`` naming no
+  sales person → ``718`` (both per record, see :mod:`links`). Reads show the linked company's fields and
+  the Lead Owner fields of the linked sales person.
 - ``POST /rest/v1/leads/delete.json`` (JSON body or ``id`` query list) and ``DELETE /rest/v1/leads.json``.
 - ``GET /rest/v1/lead/{id}.json``, ``describe.json``, ``describe2.json``, ``schema/fields``,
   ``partitions.json``, ``POST /rest/v1/leads/{id}/merge.json?leadId=|leadIds=``.

@@ -11,6 +11,8 @@ Why SQLite and why like this:
 - One connection guarded by a lock: requests run in worker threads, SQLite work is short, and the
   serialisation removes every write race (real Marketo can create duplicates under concurrent upserts;
   the sandbox does not reproduce that).
+- Reads show linked company / sales person values and Sync Leads applies the link rules (1021, 718)
+  through :mod:`links`; a state dir made by an older sandbox gets the new lead columns added on open.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import links
 from .fields import (
     COLUMNS,
     FIELDS_BY_NAME,
@@ -44,16 +47,26 @@ SCAN_IDS = 50_000
 # string fields this is an assumption).
 _NOCASE = frozenset({"email", "msdynLeadId", "msdynContactId", "msdynType"})
 
-_SCHEMA = f"""
+
+
+def _column_def(name: str) -> str:
+    return f'"{name}" TEXT COLLATE NOCASE' if name in _NOCASE else f'"{name}"'
+
+
+_LEADS = f"""
 CREATE TABLE IF NOT EXISTS leads (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    {", ".join(f'"{c}" TEXT COLLATE NOCASE' if c in _NOCASE else f'"{c}"' for c in COLUMNS if c != "id")}
+    {", ".join(_column_def(c) for c in COLUMNS if c != "id")}
 );
+"""
+_SCHEMA = """
 CREATE INDEX IF NOT EXISTS ix_leads_email ON leads(email);
 CREATE INDEX IF NOT EXISTS ix_leads_updated ON leads(updatedAt);
 CREATE INDEX IF NOT EXISTS ix_leads_msdyn_lead ON leads(msdynLeadId);
 CREATE INDEX IF NOT EXISTS ix_leads_msdyn_contact ON leads(msdynContactId);
 CREATE INDEX IF NOT EXISTS ix_leads_msdyn_type ON leads(msdynType);
+CREATE INDEX IF NOT EXISTS ix_leads_ext_company ON leads(externalCompanyId);
+CREATE INDEX IF NOT EXISTS ix_leads_ext_sales_person ON leads(externalSalesPersonId);
 CREATE TABLE IF NOT EXISTS activities (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     leadId INTEGER NOT NULL,
@@ -127,7 +140,13 @@ class Store:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA temp_store=MEMORY")
             self._conn.execute("PRAGMA cache_size=-65536")
+            self._conn.executescript(_LEADS)
+            have = {r[1] for r in self._conn.execute("PRAGMA table_info(leads)")}
+            for name in COLUMNS:
+                if name not in have:
+                    self._conn.execute(f"ALTER TABLE leads ADD COLUMN {_column_def(name)}")
             self._conn.executescript(_SCHEMA)
+            self._conn.executescript(links.OBJECTS_DDL)
 
     def close(self) -> None:
         with self._lock:
@@ -153,10 +172,13 @@ class Store:
             return int(self._conn.execute("SELECT COUNT(*) FROM leads").fetchone()[0])
 
     def get_lead(self, lead_id: int, fields: Sequence[str]) -> dict[str, Any] | None:
-        cols = _select_cols(fields)
+        cols = select_cols(fields)
         with self._lock:
             row = self._conn.execute(f"SELECT {cols} FROM leads WHERE id = ?", (lead_id,)).fetchone()
-        return None if row is None else render_lead(row, fields)
+            if row is None:
+                return None
+            linked = links.load(self._conn, [row], fields)
+        return render_lead(row, fields, linked)
 
     def count_matches(self, field: str, values: Sequence[Any], cap: int) -> int:
         marks = ",".join("?" * len(values))
@@ -170,15 +192,16 @@ class Store:
         """One page of Get Leads by Filter Type: (records, more, last id)."""
         marks = ",".join("?" * len(values))
         sql = (
-            f"SELECT {_select_cols(fields)} FROM leads WHERE {_q(field)} IN ({marks}) AND id > ? "
+            f"SELECT {select_cols(fields)} FROM leads WHERE {_q(field)} IN ({marks}) AND id > ? "
             "ORDER BY id LIMIT ?"
         )
         with self._lock:
             rows = self._conn.execute(sql, (*values, after_id, batch + 1)).fetchall()
-        more = len(rows) > batch
-        rows = rows[:batch]
+            more = len(rows) > batch
+            rows = rows[:batch]
+            linked = links.load(self._conn, rows, fields)
         last = rows[-1]["id"] if rows else after_id
-        return [render_lead(r, fields) for r in rows], more, last
+        return [render_lead(r, fields, linked) for r in rows], more, last
 
     # ------------------------------------------------------------------ sync
     def sync_leads(
@@ -225,6 +248,7 @@ class Store:
             raise FieldValueError("1008", f"Access denied to partition '{partition}'")
 
         if action == "createDuplicate":
+            links.check_write(self._conn, values, None)
             return {"id": self._insert(values, actor, now), "status": "created"}
 
         raw_key = rec.get(lookup_field)
@@ -237,14 +261,17 @@ class Store:
         if action == "createOnly":
             if matches:
                 raise FieldValueError("1005", "Lead already exists")
+            links.check_write(self._conn, values, None)
             return {"id": self._insert(values, actor, now), "status": "created"}
         if not matches:
             if action == "updateOnly":
                 raise FieldValueError("1004", "Lead not found")
+            links.check_write(self._conn, values, None)
             return {"id": self._insert(values, actor, now), "status": "created"}
         if len(matches) > 1:
             raise FieldValueError("1007", "Multiple leads match the lookup criteria")
         row = matches[0]
+        links.check_write(self._conn, values, row)
         self._update(row, values, actor, now, actor.reason)
         return {"id": row["id"], "status": "updated"}
 
@@ -470,19 +497,24 @@ def skipped(code: str, message: str) -> dict[str, Any]:
     return {"status": "skipped", "reasons": [{"code": code, "message": message}]}
 
 
-def _select_cols(fields: Sequence[str]) -> str:
-    names = ["id", *(f for f in fields if f != "id")]
+def select_cols(fields: Sequence[str]) -> str:
+    """Columns a read of ``fields`` selects: ``id``, the stored fields and the link keys it needs."""
+    names = ["id"]
+    for name in [*fields, *links.key_columns(fields)]:
+        if name not in names and FIELDS_BY_NAME[name].stored:
+            names.append(name)
     return ",".join(_q(n) for n in names)
 
 
-def render_lead(row: sqlite3.Row, fields: Sequence[str]) -> dict[str, Any]:
-    """A lead record: ``id`` first, then the requested fields; null values are left out (docs: a
-    requested field that is not returned is null)."""
+def render_lead(row: sqlite3.Row, fields: Sequence[str], linked: links.Linked | None = None) -> dict[str, Any]:
+    """A lead record: ``id`` first, then the requested fields (company / Lead Owner fields from the
+    linked objects); null values are left out (docs: a requested field that is not returned is null)."""
+    linked = linked or links.Linked()
     out: dict[str, Any] = {"id": row["id"]}
     for name in fields:
         if name == "id":
             continue
-        value = row[name]
+        value = linked.value(row, name)
         if value is None:
             continue
         field: FieldDef = FIELDS_BY_NAME[name]
