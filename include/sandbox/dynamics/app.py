@@ -69,7 +69,7 @@ def _ensure_system_users(store: Store, identity: Identity) -> None:
 
 
 def _ensure_default_team(store: Store, identity: Identity) -> None:
-    """The business unit's default owner team (teams are read-only here, like systemusers)."""
+    """The business unit's default owner team (it can be described, not renamed or deleted)."""
     table = store.tables["team"]
     team_id = str(uuid.uuid5(uuid.UUID(identity.creds["business_unit_id"]), "default-team"))
     if store.get(table, team_id) is not None:
@@ -154,7 +154,10 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
 
     @app.post("/_sandbox/reset")
     def reset() -> dict[str, Any]:
-        store.reset(t.DATA_TABLES)
+        # Seeded users and teams go too; the application users and the default team come back as new.
+        store.reset((*t.DATA_TABLES, *t.PRINCIPAL_TABLES))
+        _ensure_system_users(store, identity)
+        _ensure_default_team(store, identity)
         return {"ok": True}
 
     @app.post("/_sandbox/seed")
@@ -171,8 +174,11 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
             except ValueError as exc:
                 return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
             started = time.monotonic()
-            result = await run_in_threadpool(seeding.seed_entity, store, plan, identity.creds["user_id"],
-                                             identity.creds["sync_user_id"])
+            try:
+                result = await run_in_threadpool(seeding.seed_entity, store, plan, identity.creds["user_id"],
+                                                 identity.creds["sync_user_id"], identity.creds["business_unit_id"])
+            except ValueError as exc:
+                return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
             result["seconds"] = round(time.monotonic() - started, 2)
             return JSONResponse(result)
         args = {k: body.get(k, d) for k, d in (("leads", 0), ("contacts", 0), ("seed", 42))}
@@ -221,7 +227,7 @@ def create_app(state_dir: Path, host: str = "127.0.0.1", port: int = 8082) -> Fa
     @app.get("/_sandbox/stats")
     def stats() -> dict[str, Any]:
         out = protection.stats()
-        for logical in t.DATA_TABLES:
+        for logical in (*t.DATA_TABLES, *t.PRINCIPAL_TABLES):
             out[store.tables[logical].entity_set] = store.table_count(logical)
         out["tombstones"] = store.tombstone_count()
         out["version"] = store.current_version()

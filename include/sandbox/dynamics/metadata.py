@@ -265,7 +265,8 @@ def attribute_metadata(table: t.Table, col: t.Column, index: int) -> dict[str, A
         data.update({"DefaultFormValue": col.default if col.default is not None else -1,
                      "ParentPicklistLogicalName": None})
     elif col.type == t.BOOLEAN:
-        data.update({"DefaultValue": bool(col.default)})
+        # No default (the sync filter) means an unset value stays null, and metadata says so.
+        data.update({"DefaultValue": None if col.default is None else bool(col.default)})
     elif col.is_lookup:
         data.update({"Targets": list(col.targets), "Format": "None"})
     return data
@@ -633,6 +634,17 @@ def csdl(tables: tuple[t.Table, ...]) -> bytes:
                  '<Parameter Name="RecurrencePattern" Type="Edm.String" Nullable="false"/>'
                  '<Parameter Name="StartDateTime" Type="Edm.DateTimeOffset" Nullable="false"/>'
                  '<ReturnType Type="mscrm.BulkDeleteResponse" Nullable="false"/></Action>')
+    if "lead" in by_name:
+        lines.append('<Action Name="QualifyLead" IsBound="true"><Parameter Name="entity" Type="mscrm.lead" '
+                     'Nullable="false"/><Parameter Name="CreateAccount" Type="Edm.Boolean" Nullable="false"/>'
+                     '<Parameter Name="CreateContact" Type="Edm.Boolean" Nullable="false"/>'
+                     '<Parameter Name="CreateOpportunity" Type="Edm.Boolean" Nullable="false"/>'
+                     '<Parameter Name="OpportunityCurrencyId" Type="mscrm.crmbaseentity"/>'
+                     '<Parameter Name="OpportunityCustomerId" Type="mscrm.crmbaseentity"/>'
+                     '<Parameter Name="SourceCampaignId" Type="mscrm.crmbaseentity"/>'
+                     '<Parameter Name="Status" Type="Edm.Int32" Nullable="false"/>'
+                     '<Parameter Name="SuppressDuplicateDetection" Type="Edm.Boolean"/>'
+                     '<ReturnType Type="Collection(mscrm.crmbaseentity)" Nullable="false"/></Action>')
     lines.append('<EntityContainer Name="System">')
     for table in tables:
         lines.append(f"<EntitySet Name={quoteattr(table.entity_set)} "

@@ -121,6 +121,12 @@ class Table:
     indexes: tuple[str, ...] = ()
     alternate_keys: tuple[tuple[str, ...], ...] = ()  # column names of each alternate key
     custom: bool = False
+    # Read-only tables (systemuser, team): the columns callers may still PATCH (as an administrator would),
+    # and whether they may DELETE rows. Anything else stays 403, as for a caller without the privilege.
+    admin_update: tuple[str, ...] = ()
+    admin_delete: bool = False
+    # Rows with statecode != 0 refuse updates other than a state change (qualified/disqualified leads).
+    closed_read_only: bool = False
     _by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +177,21 @@ def _audit_columns(owned: bool = True) -> tuple[Column, ...]:
     return tuple(cols)
 
 
+def _sync_filter() -> Column:
+    """The Marketo sync filter: a custom Two Options column with no default, so an unset value reads null.
+
+    Why: Marketo's Dynamics sync excludes a record only when ``new_synctomkto`` is explicitly No
+    (shared/reference/sync-semantics.md §6), so "empty" must stay distinguishable from No.
+    """
+    return Column("new_synctomkto", BOOLEAN, "new_SyncToMkto", "Sync to Marketo", custom=True,
+                  options=(Option(0, "No"), Option(1, "Yes")))
+
+
+def _originating_lead() -> Column:
+    """The lead a row was created from by QualifyLead (contact, account, opportunity)."""
+    return Column("originatingleadid", LOOKUP, "OriginatingLeadId", "Originating Lead", targets=("lead",))
+
+
 def _active_inactive() -> tuple[Column, ...]:
     return (
         Column("statecode", STATE, "StateCode", "Status", required=SYSTEM_REQUIRED, create=False, default=0,
@@ -214,8 +235,10 @@ LEAD = Table(
                         Option(3, "Qualified", state=1), Option(4, "Lost", state=2),
                         Option(5, "Cannot Contact", state=2), Option(6, "No Longer Interested", state=2),
                         Option(7, "Canceled", state=2))),
+        _sync_filter(),
         *_audit_columns(),
     ),
+    closed_read_only=True,
 )
 
 CONTACT = Table(
@@ -233,6 +256,8 @@ CONTACT = Table(
         _s("jobtitle", "JobTitle", "Job Title", 100),
         Column("parentcustomerid", CUSTOMER, "ParentCustomerId", "Company Name", targets=("account", "contact")),
         Column("birthdate", DATETIME, "BirthDate", "Birthday", behavior="DateOnly"),
+        _originating_lead(),
+        _sync_filter(),
         *_active_inactive(),
         *_audit_columns(),
     ),
@@ -272,6 +297,8 @@ ACCOUNT = Table(
                min_value=0, max_value=1_000_000_000),
         Column("primarycontactid", LOOKUP, "PrimaryContactId", "Primary Contact", targets=("contact",)),
         Column("parentaccountid", LOOKUP, "ParentAccountId", "Parent Account", targets=("account",)),
+        _originating_lead(),
+        _sync_filter(),
         *_active_inactive(),
         *_audit_columns(),
     ),
@@ -301,6 +328,8 @@ OPPORTUNITY = Table(
                options=(Option(1, "In Progress", state=0), Option(2, "On Hold", state=0),
                         Option(3, "Won", state=1), Option(4, "Canceled", state=2),
                         Option(5, "Out-Sold", state=2))),
+        _originating_lead(),
+        _sync_filter(),
         *_audit_columns(),
     ),
 )
@@ -308,6 +337,7 @@ OPPORTUNITY = Table(
 TEAM = Table(
     logical_name="team", entity_set="teams", primary_id="teamid", primary_name="name",
     schema_name="Team", display="Team", display_collection="Teams", object_type_code=9, read_only=True,
+    admin_update=("name", "description"), admin_delete=True,
     columns=(
         Column("teamid", UNIQUEIDENTIFIER, "TeamId", "Team", required=SYSTEM_REQUIRED, update=False),
         _s("name", "Name", "Team Name", 160, SYSTEM_REQUIRED),
@@ -353,7 +383,7 @@ ASYNCOPERATION = Table(
 SYSTEMUSER = Table(
     logical_name="systemuser", entity_set="systemusers", primary_id="systemuserid", primary_name="fullname",
     schema_name="SystemUser", display="User", display_collection="Users", object_type_code=8,
-    read_only=True,
+    read_only=True, admin_update=("firstname", "lastname", "internalemailaddress", "isdisabled"),
     columns=(
         Column("systemuserid", UNIQUEIDENTIFIER, "SystemUserId", "User", required=SYSTEM_REQUIRED, update=False),
         _s("firstname", "FirstName", "First Name", 64),
@@ -427,3 +457,6 @@ TABLES: tuple[Table, ...] = (LEAD, CONTACT, ACCOUNT, OPPORTUNITY, SYSTEMUSER, TE
 # Tables that /_sandbox/reset empties and /_sandbox/seed fills.
 DATA_TABLES: tuple[str, ...] = ("lead", "contact", "account", "opportunity", "asyncoperation",
                                 *(tb.logical_name for tb in CUSTOM_TABLES))
+
+# Principal tables: /_sandbox/reset puts them back to the two application users and the default team.
+PRINCIPAL_TABLES: tuple[str, ...] = ("systemuser", "team")

@@ -11,9 +11,11 @@ arrived over HTTPS or as a part of a ``$batch`` body, so each behaviour is imple
   key such as ``accounts(accountnumber='A-1')``), delete, single-property GET/PUT/DELETE, the
   CreateMultiple/UpdateMultiple/UpsertMultiple bound actions and the BulkDelete action (run at once,
   recorded as a completed ``asyncoperations`` system job);
-* ``$expand`` of single-valued navigation properties (with ``$select`` inside).
+* ``$expand`` of single-valued navigation properties (with ``$select`` inside);
+* actions bound to one row (``ENTITY_ACTIONS``: ``leads(<id>)/Microsoft.Dynamics.CRM.QualifyLead``).
 
-Entity sets come from ``tables.py``; nothing here is specific to leads or contacts.
+Entity sets come from ``tables.py``; table-specific rules live in ``guards`` (who may write
+systemusers/teams, closed leads) and ``qualify``, not here.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-from . import odata_filter
+from . import guards, odata_filter, qualify
 from . import tables as t
 from .batch import BatchProcessor
 from .identity import Principal
@@ -58,6 +60,10 @@ _KIND = {
 }
 EXPIRED_TOKEN = "Version stamp associated with the client has expired. Please perform a full sync."
 MULTIPLE_ACTIONS = {"CreateMultiple", "UpdateMultiple", "UpsertMultiple"}
+# Actions bound to one row: (table, action name) → handler(web, request, row id).
+ENTITY_ACTIONS: dict[tuple[str, str], Callable[[Any, ApiRequest, str], ApiResponse]] = {
+    ("lead", "QualifyLead"): qualify.qualify_lead,
+}
 
 
 @dataclass
@@ -256,6 +262,14 @@ class WebApi:
             if req.method == "DELETE":
                 return self._delete(req, table, row_id)
             raise method_not_allowed(req.method)
+        bound = segments[1][0]
+        if len(segments) == 2 and bound.startswith("Microsoft.Dynamics.CRM."):
+            action = ENTITY_ACTIONS.get((table.logical_name, bound.split(".")[-1]))
+            if action is None:
+                raise segment_not_found(bound)
+            if req.method != "POST":
+                raise method_not_allowed(req.method)
+            return action(self, req, row_id)
         return self._property(req, table, row_id, segments[1:])
 
     def _service_document(self) -> ApiResponse:
@@ -596,14 +610,9 @@ class WebApi:
         return ApiResponse.json(200, body, {"ETag": etag, **self._applied(req, [])})
 
     # ------------------------------------------------------------------ writes (single place for each rule)
-    def _privilege_error(self, table: t.Table, caller: Principal, verb: str) -> ApiError:
-        privilege = f"prv{verb}{table.schema_name.replace('System', '')}"
-        return ApiError(
-            403, "0x80040220",
-            f"Principal user (Id={caller.user_id}, type=8, roleCount=1, privilegeCount=0, accessMode=4), is missing "
-            f"{privilege} privilege (Id={uuid.uuid5(uuid.NAMESPACE_OID, privilege)}) on OTC={table.object_type_code} "
-            f"for entity '{table.logical_name}'. context.Caller={caller.user_id}",
-        )
+    @staticmethod
+    def _privilege_error(table: t.Table, caller: Principal, verb: str) -> ApiError:
+        return guards.privilege_error(table, caller, verb)
 
     def create_row(self, table: t.Table, body: Any, caller: Principal, row_id: str | None = None,
                    key_values: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -614,6 +623,10 @@ class WebApi:
         if row_id is not None:
             values[table.primary_id] = row_id
         values.update(key_values or {})
+        return self.insert_values(table, values, caller)
+
+    def insert_values(self, table: t.Table, values: dict[str, Any], caller: Principal) -> dict[str, Any]:
+        """Create one row from already validated values by column name (create_row, QualifyLead)."""
         with self.store.transaction():
             if values.get(table.primary_id) and self.store.get(table, values[table.primary_id]) is not None:
                 raise ApiError(412, "0x80040237", "Cannot insert duplicate key.")
@@ -639,11 +652,12 @@ class WebApi:
 
     def update_row(self, table: t.Table, existing: dict[str, Any], body: Any, caller: Principal,
                    key_values: dict[str, Any] | None = None) -> dict[str, Any]:
-        if table.read_only:
+        if not guards.may_update(table):
             raise self._privilege_error(table, caller, "Write")
         values = self.codec.parse_payload(table, body, creating=False, role=caller.role)
         for name in key_values or {}:
             values.pop(name, None)  # key values in the URL win for existing rows
+        guards.check_update(table, existing, values, caller)
         with self.store.transaction():
             changes = self.codec.changed_row(table, existing, values, caller.user_id,
                                              bool(self.limits["strict_required"]))
@@ -670,12 +684,13 @@ class WebApi:
             return self.update_row(table, existing, body, caller, key_values), False
 
     def delete_row(self, table: t.Table, row_id: str, caller: Principal, if_match: str | None = None) -> None:
-        if table.read_only:
+        if not guards.may_delete(table):
             raise self._privilege_error(table, caller, "Delete")
         with self.store.transaction():
             existing = self.store.get(table, row_id)
             if existing is None:
                 raise not_found(table, row_id)
+            guards.check_delete(self.store, table, existing, caller)
             if if_match is not None and not _etag_matches(if_match, existing["versionnumber"]):
                 raise ApiError(412, "0x80060882",
                                "The version of the existing record doesn't match the RowVersion property provided.")
@@ -709,7 +724,7 @@ class WebApi:
     def _patch(self, req: ApiRequest, table: t.Table, row_id: str | None,
                alt: dict[str, Any] | None = None) -> ApiResponse:
         if_match, if_none = self._conditional(req)
-        if table.read_only:
+        if not guards.may_update(table):
             raise self._privilege_error(table, req.caller, "Write")
         body = req.json_body(table.entity_set)
         if row_id is None:  # alternate key that matches no row: create it with the key values
