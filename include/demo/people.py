@@ -28,7 +28,10 @@ class People:
         connections.use(MARKETO_PEOPLE, connections.marketo_connection(marketo_user))
         self.dynamics = DynamicsHook(DYNAMICS_PEOPLE)
         self.marketo = MarketoHook(MARKETO_PEOPLE)
-        self.entities = load_entities()
+
+    @property
+    def entities(self) -> dict[str, Any]:
+        return load_entities()  # the config in effect now (tests may point DYNAMICS_SYNC_CONFIG elsewhere)
 
     # ---- Dynamics -----------------------------------------------------------------------------------
 

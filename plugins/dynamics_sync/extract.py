@@ -111,6 +111,12 @@ def _dynamics_frame(spec: EntitySpec, raw_rows: Iterable[dict[str, Any]]) -> pd.
     return pd.DataFrame(records, columns=[*DYN_META, *spec.marketo_fields])
 
 
+def dynamics_record(hook: DynamicsHook, spec: EntitySpec, record_id: str) -> pd.DataFrame:
+    """One record, as a one-row frame like the change reads give (e.g. right after sync person created it)."""
+    row = hook.request("GET", f"{spec.entity_set}({record_id})", params={"$select": _select(spec)}).json()
+    return _dynamics_frame(spec, [row])
+
+
 def dynamics_full(hook: DynamicsHook, spec: EntitySpec) -> DynamicsExtract:
     """Every row of the entity, with change tracking on so the last page hands back a delta link."""
     rows: list[dict[str, Any]] = []

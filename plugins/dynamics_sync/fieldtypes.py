@@ -18,6 +18,7 @@ from typing import Any
 TEXT = frozenset({"string", "text", "email", "phone", "url"})
 NUMBER = frozenset({"integer", "float", "currency", "score", "percent"})
 PERSON_REF = frozenset({"integer", "link", "reference"})
+WHOLE = PERSON_REF | {"score"}  # Marketo types whose values are whole numbers
 
 # Dynamics AttributeType -> Marketo dataTypes it may be mapped to.
 COMPATIBLE: dict[str, frozenset[str]] = {
@@ -57,7 +58,7 @@ def _number(value: Any, marketo_type: str | None) -> Any:
         return value
     if isinstance(value, float) and math.isnan(value):
         return None
-    if marketo_type == "integer" and float(value).is_integer():
+    if marketo_type in WHOLE and float(value).is_integer():
         return int(value)
     return value
 

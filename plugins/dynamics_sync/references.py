@@ -65,13 +65,15 @@ def resolve(frame: pd.DataFrame, spec: EntitySpec, store: StateStore,
                 keys[value] = link.marketo_id if target.is_person else link.dynamics_id
         for row_id, value in zip(frame["dynamics_id"], raw, strict=True):
             if value is not None and value not in keys:
-                hop = f" (through {f.through.entity_set}.{f.through.column})" if f.through else ""
+                pointer = pointers.get(value)
+                where = f"{f.dynamics} points at {value}"
+                if f.through is not None:
+                    where += f", whose {f.through.column} is {pointer or 'empty'}"
                 activities.append(Activity(
                     "unresolved_reference", spec.name, "dynamics_to_marketo", dynamics_id=row_id, field=f.marketo,
-                    new_value=value,
-                    reason=f"{f.dynamics}{hop} points at {value}, which is not a synced {target.name} "
-                           f"(not in Marketo yet, filtered out, deleted, or another kind of record); "
-                           f"{f.marketo} is left empty",
+                    new_value=pointer,
+                    reason=f"{where}: not a synced {target.name} (not in Marketo yet, filtered out, deleted, or "
+                           f"another kind of record); {f.marketo} is left empty",
                 ))
         frame[f.marketo] = [keys.get(v) if v is not None else None for v in raw]
     return frame, activities

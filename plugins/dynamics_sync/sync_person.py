@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from dynamics_sync import extract, marketo_activity, metadata, validate
+from dynamics_sync import extract, marketo_activity, metadata, references, validate
 from dynamics_sync.entities import EntitySpec, load_entities
 from dynamics_sync.errors import ApiError, RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook, quote
@@ -150,16 +150,22 @@ def _load(spec: EntitySpec, validated: dict[str, Any], store: StateStore, run: R
             reason=f"Dynamics refused to create the {spec.name} (HTTP {exc.status} {exc.code}): {exc.message}",
         )])
         return {"status": "refused", "marketo_id": marketo_id, "message": f"not created: {exc.message}"}
+    # What Dynamics filled in itself (the owner, a lookup) reaches the person now, in the same call that links it.
+    created = extract.dynamics_record(dynamics, spec, record_id)
+    created, unresolved = references.resolve(created, spec, store, dynamics)
+    one_way = {f.marketo: created.iloc[0][f.marketo] for f in spec.fields if f.one_way}
+    one_way = {name: value for name, value in one_way.items() if value is not None and value == value}
     MarketoHook().sync_leads(
-        [{"id": int(marketo_id), spec.link_field: record_id, TYPE_FIELD: spec.type_value}],
+        [{"id": int(marketo_id), spec.link_field: record_id, TYPE_FIELD: spec.type_value, **one_way}],
         action="updateOnly", lookup_field="id",
     )
+    synced = {**values, **one_way}
     store.commit_load(
         run.ctx,
-        links=[Link(spec.name, record_id, int(marketo_id), values, values)],
+        links=[Link(spec.name, record_id, int(marketo_id), synced, synced)],
         activities=[Activity("sync_person_created", spec.name, TO_DYNAMICS, dynamics_id=record_id,
                              marketo_id=marketo_id, email=values.get("email"),
-                             reason=f"created as a Dynamics {spec.name} by sync person")],
+                             reason=f"created as a Dynamics {spec.name} by sync person"), *unresolved],
         summaries=[{"entity": spec.name, "direction": TO_DYNAMICS, "created": 1, "updated": 0,
                     "rejected": 0, "collisions": 0, "echoes": 0}],
     )

@@ -57,6 +57,8 @@ def rules_for(spec: EntitySpec, side: str, creating: bool = False) -> list[Rule]
     """The checks a row bound for `side` must pass. Marketo matches people by email, so it needs one."""
     rules: list[Rule] = []
     for f in spec.fields:
+        if side == "dynamics" and f.one_way:
+            continue  # never written to Dynamics (a lookup, or a field marked one way)
         if side == "dynamics":
             if f.required:
                 rules.append(Rule("not_null", f.marketo))

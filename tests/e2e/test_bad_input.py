@@ -31,7 +31,7 @@ def test_a_configured_column_missing_in_dynamics_is_reported_and_the_rest_syncs(
     drifted.write_text(config_path().read_text().replace(
         "      - {marketo: company, dynamics: companyname, max_length: 100}",
         "      - {marketo: company, dynamics: companyname, max_length: 100}\n"
-        "      - {marketo: leadSource, dynamics: new_favouritecolour, max_length: 40}",
+        "      - {marketo: billingCity, dynamics: new_favouritecolour, max_length: 40}",
     ))
     monkeypatch.setenv("DYNAMICS_SYNC_CONFIG", str(drifted))
     sandboxes.post("dynamics", "/_sandbox/reset")
@@ -40,7 +40,7 @@ def test_a_configured_column_missing_in_dynamics_is_reported_and_the_rest_syncs(
     assert str(run("dynamics_initial_sync").state) == "success"
     assert fresh_state.count_links("lead") == 20
     [drift] = fresh_state.activities(activity_type="schema_drift")
-    assert drift["field"] == "leadSource" and "no column 'new_favouritecolour'" in drift["reason"]
+    assert drift["field"] == "billingCity" and "no column 'new_favouritecolour'" in drift["reason"]
 
 
 def test_an_entity_is_onboarded_alone_by_the_initial_copy(sandboxes, fresh_state):
