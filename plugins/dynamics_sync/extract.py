@@ -111,6 +111,18 @@ def _dynamics_frame(spec: EntitySpec, raw_rows: Iterable[dict[str, Any]]) -> pd.
     return pd.DataFrame(records, columns=[*DYN_META, *spec.marketo_fields])
 
 
+def select_changed(spec: EntitySpec, delta_link: str) -> bool:
+    """Whether the delta link reads other columns than this run needs (a field was added to the config).
+
+    A delta link keeps the $select it was issued for, so a newly configured field would never be read;
+    the caller re-reads the entity once with the new columns, like the native sync's Quick Sync.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    issued = parse_qs(urlsplit(delta_link).query).get("$select")
+    return bool(issued) and set(issued[0].split(",")) != set(_select(spec).split(","))
+
+
 def dynamics_record(hook: DynamicsHook, spec: EntitySpec, record_id: str) -> pd.DataFrame:
     """One record, as a one-row frame like the change reads give (e.g. right after sync person created it)."""
     row = hook.request("GET", f"{spec.entity_set}({record_id})", params={"$select": _select(spec)}).json()

@@ -106,6 +106,12 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
                      spec.name, run.interval_start, run.interval_end)
             dyn = extract.dynamics_interval(dynamics, spec, run.interval_start, run.interval_end)
             mark = extract.MarketoMark(since=run.interval_start)
+        elif extract.select_changed(spec, delta_link):
+            log.warning("%s: the synced fields changed since the last run; every record is read once with the "
+                        "new fields (like the native Quick Sync), and only what differs is written", spec.name)
+            dyn = extract.dynamics_full(dynamics, spec)
+            mark = extract.MarketoMark.loads(marketo_mark) if marketo_mark else None
+            marks = {"dynamics": dyn.delta_link}
         else:
             dyn = extract.dynamics_changes(dynamics, spec, delta_link)
             mark = extract.MarketoMark.loads(marketo_mark) if marketo_mark else None

@@ -212,3 +212,24 @@ def test_a_custom_entity_added_by_config_alone_is_onboarded_by_the_initial_dag(w
     with store.engine.connect() as conn:
         kinds = {r.entity for r in conn.execute(record_links.select())}
     assert "subscription" in kinds
+
+
+def test_a_field_added_to_the_config_is_backfilled_by_the_next_cycle(world, tmp_path, monkeypatch):
+    """Like the native Quick Sync: every record gets the new field once, nothing else is rewritten."""
+    config = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
+    config["entities"]["account"]["fields"].append({"marketo": "billingCity", "dynamics": "address1_city"})
+    path = tmp_path / "entities.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("DYNAMICS_SYNC_CONFIG", str(path))
+    people, store = world["people"], world["store"]
+    cities = {a["accountid"]: a.get("address1_city") for a in people.list_dynamics("account", ["address1_city"])}
+    assert any(cities.values()), "the seed gives accounts a city"
+    dag_run = run("dynamics_incremental_sync")
+    assert str(dag_run.state) == "success"
+    for account_id, city in cities.items():
+        assert people.read_object("account", account_id).get("billingCity") == city
+    [summary] = [s for s in store.summaries(dag_run.dag_id, dag_run.run_id) if s["entity"] == "account"]
+    assert summary["updated"] == sum(1 for c in cities.values() if c), "only the records the new field changes"
+    again = run("dynamics_incremental_sync")
+    [after] = [s for s in store.summaries(again.dag_id, again.run_id) if s["entity"] == "account"]
+    assert (str(again.state), after["updated"]) == ("success", 0), "then back to reading changes only"
