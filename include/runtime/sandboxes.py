@@ -163,6 +163,12 @@ class Sandboxes:
         response.raise_for_status()
         return response.json()
 
+    def get(self, side: str, path: str) -> dict[str, Any]:
+        box = self.box(side)
+        response = requests.get(box.url + path, timeout=60, verify=box.verify)
+        response.raise_for_status()
+        return response.json()
+
     def stop(self) -> None:
         for box in self.boxes:
             box.stop()

@@ -139,15 +139,23 @@ def dynamics_full(hook: DynamicsHook, spec: EntitySpec) -> DynamicsExtract:
     return DynamicsExtract(_dynamics_frame(spec, rows), delta)
 
 
-def dynamics_changes(hook: DynamicsHook, spec: EntitySpec, delta_link: str) -> DynamicsExtract:
-    """Rows created, changed or deleted since `delta_link`, and the link to use next time."""
+def dynamics_delta(hook: DynamicsHook, delta_link: str) -> tuple[list[dict[str, Any]], str | None]:
+    """Raw rows created, changed or deleted since `delta_link`, and the link to use next time.
+
+    Raw, so that an idle cycle costs this one call: the schema (needed to convert values) is read only
+    when something changed.
+    """
     rows: list[dict[str, Any]] = []
     delta = None
     for page, delta_link_next in hook.pages(delta_link, track_changes=True):
         rows.extend(page)
         delta = delta_link_next or delta
-    frame = _dynamics_frame(spec, rows)
-    return DynamicsExtract(frame, delta, deleted=int(frame["deleted"].sum()) if len(frame) else 0)
+    return rows, delta
+
+
+def dynamics_frame(spec: EntitySpec, raw_rows: list[dict[str, Any]], delta_link: str | None) -> DynamicsExtract:
+    frame = _dynamics_frame(spec, raw_rows)
+    return DynamicsExtract(frame, delta_link, deleted=int(frame["deleted"].sum()) if len(frame) else 0)
 
 
 def dynamics_interval(

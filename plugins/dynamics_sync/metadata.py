@@ -178,6 +178,12 @@ def new_problems(spec: EntitySpec, schema: dict[str, Any]) -> list[FieldProblem]
     return [p for p in problems(spec, schema) if seen.get(p.field) != p.reason]
 
 
+def assumed(spec: EntitySpec, last: dict[str, Any] | None) -> EntitySpec:
+    """The spec as the last run synced it (its problem fields left out), for a cycle that reads no schema."""
+    skip = set((last or {}).get("problems") or {})
+    return replace(spec, fields=tuple(f for f in spec.fields if f.marketo not in skip))
+
+
 def effective(spec: EntitySpec, schema: dict[str, Any] | None) -> EntitySpec:
     """The spec this run syncs: fields with a problem left out, both sides' rules and types merged in."""
     if not schema:

@@ -72,23 +72,33 @@ def _now() -> dt.datetime:
 # ---- extract -------------------------------------------------------------------------------------------
 
 
+def _schema(dynamics: DynamicsHook, marketo: MarketoHook, spec: EntitySpec,
+            last: dict[str, Any] | None) -> tuple[dict[str, Any], EntitySpec]:
+    """Read both schemas; warn about each field left out; return the schema and the spec this run syncs."""
+    schema = metadata.read_schema(dynamics, marketo, spec, last)
+    for problem in metadata.problems(spec, schema):
+        log.warning("%s.%s is left out of this run: %s", spec.name, problem.field, problem.reason)
+    return schema, metadata.effective(spec, schema)
+
+
 def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     configured = load_entities()[entity]
     store = StateStore.from_connection()
     store.acquire_lock(configured.name, run.ctx, LOCK_TTL)
     dynamics, marketo = DynamicsHook(), MarketoHook()
     started = _now()
-    baseline = store.watermark(configured.name, SCHEMA)
-    schema = metadata.read_schema(dynamics, marketo, configured, json.loads(baseline) if baseline else None)
-    field_problems = metadata.problems(configured, schema)
-    for problem in field_problems:
-        log.warning("%s.%s is left out of this run: %s", configured.name, problem.field, problem.reason)
-    spec = metadata.effective(configured, schema)
+    last_text = store.watermark(configured.name, SCHEMA)
+    last = json.loads(last_text) if last_text else None
+    schema: dict[str, Any] | None = None
     marks: dict[str, str | None] = {}
     interval = False
+    raw: list[dict[str, Any]] = []  # a delta read's rows, before the schema says how to convert them
+    delta: str | None = None
+    spec = metadata.assumed(configured, last)
     mkto_rows, events = extract.marketo_people_empty(spec), pd.DataFrame(columns=extract.EVENT_COLUMNS)
     mkto_info: dict[str, Any] = {}
     if mode == INITIAL:
+        schema, spec = _schema(dynamics, marketo, configured, last)
         dyn = extract.dynamics_full(dynamics, spec)
         marks = {"dynamics": dyn.delta_link}
         if spec.is_person:
@@ -101,21 +111,23 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
                 f"{spec.name}: no watermark in the state store; run the dynamics_initial_sync DAG first"
             )
         interval = bool(run.interval_end and synced_at and run.interval_start and run.interval_end < synced_at)
+        mark = extract.MarketoMark.loads(marketo_mark) if marketo_mark else None
         if interval:
             log.info("%s: re-syncing the older interval %s .. %s (watermarks stay where they are)",
                      spec.name, run.interval_start, run.interval_end)
+            schema, spec = _schema(dynamics, marketo, configured, last)
             dyn = extract.dynamics_interval(dynamics, spec, run.interval_start, run.interval_end)
             mark = extract.MarketoMark(since=run.interval_start)
         elif extract.select_changed(spec, delta_link):
             log.warning("%s: the synced fields changed since the last run; every record is read once with the "
                         "new fields (like the native Quick Sync), and only what differs is written", spec.name)
+            schema, spec = _schema(dynamics, marketo, configured, last)
             dyn = extract.dynamics_full(dynamics, spec)
-            mark = extract.MarketoMark.loads(marketo_mark) if marketo_mark else None
             marks = {"dynamics": dyn.delta_link}
         else:
-            dyn = extract.dynamics_changes(dynamics, spec, delta_link)
-            mark = extract.MarketoMark.loads(marketo_mark) if marketo_mark else None
-            marks = {"dynamics": dyn.delta_link}
+            raw, delta = extract.dynamics_delta(dynamics, delta_link)
+            marks = {"dynamics": delta}
+            dyn = extract.dynamics_frame(spec, [], delta)
         if spec.is_person:  # Marketo objects sync one way: Marketo is not read for them
             mk = extract.marketo_changes(marketo, store, spec, mark, run.interval_end if interval else None)
             mkto_rows, events = mk.rows, mk.events
@@ -123,6 +135,10 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
                          "marketo_merges_deletes": len(mk.events)}
             if not interval:
                 marks["marketo"] = mk.watermark
+        if schema is None and (raw or len(mkto_rows) or len(events)):
+            # Something changed: now the schema is worth its calls (types, rules, access, drift).
+            schema, spec = _schema(dynamics, marketo, configured, last)
+            dyn = extract.dynamics_frame(spec, raw, delta)
     dyn.rows, reference_activities = references.resolve(dyn.rows, spec, store, dynamics)
     # People who may already exist in Marketo for Dynamics records not linked yet: matched by email.
     links = store.links_by_dynamics(spec.name, dyn.rows["dynamics_id"])
@@ -143,14 +159,15 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         "entity": spec.name,
         "mode": mode,
         "interval": interval,
-        "sync_user_id": dynamics.who_am_i() if mode == INCREMENTAL else None,
+        # Only to tell echoes of the sync's own Dynamics writes apart in the counts: asked only when needed.
+        "sync_user_id": dynamics.who_am_i() if mode == INCREMENTAL and len(dyn.rows) else None,
         "dynamics": stage(run, spec, "dynamics_rows", dyn.rows),
         "marketo": stage(run, spec, "marketo_rows", mkto_rows),
         "matches": stage(run, spec, "marketo_matches", matches),
         "events": stage(run, spec, "marketo_events", events),
         "marks": {k: v for k, v in marks.items() if v},
         "schema": schema,
-        "field_problems": [asdict(p) for p in metadata.new_problems(configured, schema)],
+        "field_problems": [asdict(p) for p in metadata.new_problems(configured, schema)] if schema else [],
         "extract_activities": stage(run, spec, "extract_activities", _activities_frame(reference_activities)),
         "counts": counts,
     }

@@ -233,3 +233,18 @@ def test_a_field_added_to_the_config_is_backfilled_by_the_next_cycle(world, tmp_
     again = run("dynamics_incremental_sync")
     [after] = [s for s in store.summaries(again.dag_id, again.run_id) if s["entity"] == "account"]
     assert (str(again.state), after["updated"]) == ("success", 0), "then back to reading changes only"
+
+
+def test_an_idle_cycle_costs_one_dynamics_call_and_at_most_three_marketo_calls_per_entity(world, sandboxes):
+    assert str(run("dynamics_incremental_sync").state) == "success"  # settle anything left by earlier tests
+    sandboxes.post("marketo", "/_sandbox/stats/reset")
+    sandboxes.post("dynamics", "/_sandbox/limits", {"reset_counters": True})
+    dag_run = run("dynamics_incremental_sync")
+    assert str(dag_run.state) == "success"
+    entities = {s["entity"] for s in world["store"].summaries(dag_run.dag_id, dag_run.run_id)}
+    marketo = sandboxes.get("marketo", "/_sandbox/stats")["by_endpoint"]
+    rest_calls = sum(n for endpoint, n in marketo.items() if "/identity/" not in endpoint)
+    dynamics_calls = sandboxes.get("dynamics", "/_sandbox/stats")["requests"]
+    assert len(entities) == 8
+    assert dynamics_calls <= len(entities), f"{dynamics_calls} Dynamics calls for {len(entities)} entities"
+    assert rest_calls <= 3 * len(entities), marketo
