@@ -28,6 +28,10 @@ class QuotaExhausted(SyncError):
     """A daily quota is spent; the work resumes from the unchanged watermark once it resets."""
 
 
+class BudgetSpent(QuotaExhausted):
+    """This product's share of a daily quota is spent (the rest is left to the customer's other apps)."""
+
+
 class ApiError(SyncError):
     """The API refused a whole request (not a single record) with a documented error."""
 

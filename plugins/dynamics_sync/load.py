@@ -19,7 +19,7 @@ from dynamics_sync.entities import EntitySpec
 from dynamics_sync.errors import ApiError
 from dynamics_sync.fieldtypes import payload_value
 from dynamics_sync.hooks.dynamics import DynamicsHook
-from dynamics_sync.hooks.marketo import MarketoHook
+from dynamics_sync.hooks.marketo import BATCH, MarketoHook
 from dynamics_sync.state import Activity, Link
 from dynamics_sync.transform import TO_DYNAMICS, TO_MARKETO
 
@@ -77,6 +77,8 @@ def load_objects(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> L
     """Upsert Marketo objects (companies, opportunities, ...) keyed by our Dynamics id."""
     result = LoadResult()
     rows = writes.to_dict("records")
+    if rows:
+        hook.reserve(-(-len(rows) // BATCH), f"{len(rows)} {spec.marketo_object} upserts")
     payloads = [
         {spec.key_field: row["dynamics_id"], **dict(spec.constants), **_payload_values(spec, row, _fields(row))}
         for row in rows
@@ -103,6 +105,9 @@ def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> L
     result = LoadResult()
     rows = writes.to_dict("records")
     creates = [r for r in rows if r["op"] == "create"]
+    if rows:
+        hook.reserve(-(-len(creates) // BATCH) + -(-(len(rows) - len(creates)) // BATCH),
+                     f"{len(rows)} {spec.name} writes")
     updates = [r for r in rows if r["op"] != "create"]
     batches = (
         (creates, "createOnly", "email"),

@@ -317,6 +317,17 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
     return result
 
 
+def stop_for_budget(entity: str, run: RunInfo, reason: str) -> None:
+    """A load the daily budget does not allow: log it, free the entity; the watermark stays for the next run."""
+    store = StateStore.from_connection()
+    try:
+        store.commit_load(run.ctx, activities=[Activity("budget_spent", entity, transform.TO_MARKETO, reason=reason)],
+                          release=entity)
+    finally:
+        store.dispose()
+    log.warning("%s: %s", entity, reason)
+
+
 def _json(text: Any) -> dict[str, Any]:
     return json.loads(text) if text else {}
 

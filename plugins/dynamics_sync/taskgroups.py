@@ -17,7 +17,14 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from dynamics_sync import steps
 from dynamics_sync.entities import ConfigError, entity_names, entity_order
-from dynamics_sync.errors import ApiError, AuthError, QuotaExhausted, RefusedToRun, ServiceUnavailable
+from dynamics_sync.errors import (
+    ApiError,
+    AuthError,
+    BudgetSpent,
+    QuotaExhausted,
+    RefusedToRun,
+    ServiceUnavailable,
+)
 from dynamics_sync.state import EntityLocked
 
 MARKETO_POOL = "marketo_api"
@@ -98,7 +105,11 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
 
         @task(pool=MARKETO_POOL, on_failure_callback=released)
         def load(validated: dict[str, Any]) -> dict[str, Any]:
-            return steps.load_step(entity, validated, run_info())
+            try:
+                return steps.load_step(entity, validated, run_info())
+            except BudgetSpent as exc:  # a clean stop, not a failure: resumes after the quota resets
+                steps.stop_for_budget(entity, run_info(), str(exc))
+                raise AirflowSkipException(str(exc)) from None
 
         extracted = extract(selected)
         if after:

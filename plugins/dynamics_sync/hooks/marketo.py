@@ -3,7 +3,10 @@
 Connection (type "marketo"): host = the instance's base URL (https://<munchkin>.mktorest.com, or the
 sandbox's http://127.0.0.1:8081), login = client id, password = client secret. Extra (all optional):
 munchkin_id, calls_per_20s (default 80, under Marketo's 100 shared by every integration),
-max_concurrent (default 5, Marketo allows 10), timeout_s, max_attempts, backoff_base_s.
+max_concurrent (default 5, Marketo allows 10), timeout_s, max_attempts, backoff_base_s, daily_quota (the
+subscription's, default 50,000) and budget_share (this product's part of it, default 0.8): the quota is
+shared with the customer's other integrations, so a load reserves its calls against the day's usage
+(read from Marketo's own usage endpoint) and stops cleanly, before writing, when the budget is spent.
 
 The hook owns the token (reused until shortly before expires_in runs out, renewed on 601/602), keeps the
 call rate under the limit by construction, and backs off on 606/615 and other transient codes. Marketo
@@ -22,7 +25,7 @@ from typing import Any
 import requests
 from airflow.sdk import BaseHook
 
-from dynamics_sync.errors import ApiError, AuthError, QuotaExhausted
+from dynamics_sync.errors import ApiError, AuthError, BudgetSpent, QuotaExhausted
 from dynamics_sync.hooks.transport import RateLimiter, Retryable, send, with_backoff
 
 BATCH = 300  # records per call and per page, Marketo's cap
@@ -55,6 +58,7 @@ class MarketoHook(BaseHook):
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
         self.calls = 0
+        self._used_at_start: int | None = None
 
     # ---- connection ------------------------------------------------------------------------------
 
@@ -82,8 +86,33 @@ class MarketoHook(BaseHook):
                 window_s=20.0,
                 max_concurrent=int(extra.get("max_concurrent", 5)),
             )
+            self.daily_budget = int(int(extra.get("daily_quota", 50_000)) * float(extra.get("budget_share", 0.8)))
             self._session = requests.Session()
         return self._session
+
+    # ---- the daily budget -------------------------------------------------------------------------
+
+    def usage_today(self) -> int:
+        """Calls the whole subscription made today (Marketo's day), from the usage endpoint."""
+        days = self.call("GET", "/v1/stats/usage.json").get("result") or [{}]
+        return int(days[0].get("total") or 0)
+
+    def reserve(self, calls: int, what: str) -> None:
+        """Claim `calls` of today's budget for `what`, or raise BudgetSpent before any of them is made.
+
+        The usage is read once per hook (one call); later reservations add up locally.
+        """
+        self.get_conn()
+        if self._used_at_start is None:
+            self._used_at_start = self.usage_today()
+        planned = self._used_at_start + self.calls + calls
+        if planned > self.daily_budget:
+            raise BudgetSpent(
+                f"Marketo daily budget for this sync reached: {what} needs {calls} calls, "
+                f"{self._used_at_start + self.calls} of the {self.daily_budget} budgeted are used today; "
+                "nothing was written, and the next run after the quota resets (midnight US Central) resumes "
+                "from the same watermark"
+            )
 
     def _access_token(self, force: bool = False) -> str:
         session = self.get_conn()
