@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DAG    ?=
 CONF   ?=
 
-.PHONY: venv demo test sandboxes run lint clean
+.PHONY: venv demo test sandboxes run bench bench-quick lint clean
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ sandboxes: venv
 run: venv
 	@test -n "$(DAG)" || { echo "usage: make run DAG=<dag_id> [CONF='<json>']"; exit 2; }
 	$(PY) -m include.runtime.run_dag $(DAG) '$(CONF)'
+
+# Benchmarks through a real scheduler (LocalExecutor, PostgreSQL metadata DB on 127.0.0.1:5432):
+# results in bench/results/latest.json.
+bench: venv
+	$(PY) -m bench.run
+
+bench-quick: venv
+	$(PY) -m bench.run --quick
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -25,6 +25,7 @@ from dynamics_sync.transform import TO_DYNAMICS, TO_MARKETO
 
 TYPE_FIELD = "msdynType"
 RECORD_LEVEL_STATUS = {400, 403, 404, 409, 412, 413}
+DYNAMICS_CHUNK = 100  # records per UpdateMultiple call (Microsoft suggests 100-1,000 for standard tables)
 
 
 @dataclass
@@ -162,24 +163,44 @@ def _own_earlier_creates(
 
 
 def load_dynamics(hook: DynamicsHook, spec: EntitySpec, writes: pd.DataFrame) -> LoadResult:
+    """Updates in chunks of UpdateMultiple (one call per chunk); a chunk Dynamics refuses is redone record by
+    record, so the one bad record is reported and the rest of its chunk still lands."""
     result = LoadResult()
-    for row in writes.to_dict("records"):
-        body = spec.to_dynamics({name: row.get(name) for name in _fields(row)})
-        try:
-            hook.update(spec.entity_set, row["dynamics_id"], body)
-        except ApiError as exc:
-            if exc.status not in RECORD_LEVEL_STATUS:
-                raise
-            result.refused += 1
-            result.activities.append(Activity(
-                "refused_by_dynamics", spec.name, TO_DYNAMICS, dynamics_id=row["dynamics_id"],
-                marketo_id=int(row["marketo_id"]), email=row.get("email"),
-                reason=f"Dynamics refused the update (HTTP {exc.status} {exc.code}): {exc.message}",
-            ))
-            continue
-        result.updated += 1
-        result.links.append(_link_update(spec, row, row["marketo_id"]))
+    rows = writes.to_dict("records")
+    for start in range(0, len(rows), DYNAMICS_CHUNK):
+        chunk = rows[start : start + DYNAMICS_CHUNK]
+        bodies = [(row["dynamics_id"], spec.to_dynamics({n: row.get(n) for n in _fields(row)})) for row in chunk]
+        if len(chunk) > 1:
+            try:
+                hook.update_multiple(spec.entity_set, spec.logical_name, spec.key, bodies)
+            except ApiError as exc:
+                if exc.status not in RECORD_LEVEL_STATUS:
+                    raise
+            else:
+                result.updated += len(chunk)
+                result.links.extend(_link_update(spec, row, row["marketo_id"]) for row in chunk)
+                continue
+        for row, (row_id, body) in zip(chunk, bodies, strict=True):
+            _update_one(hook, spec, row, row_id, body, result)
     return result
+
+
+def _update_one(hook: DynamicsHook, spec: EntitySpec, row: dict[str, Any], row_id: str, body: dict[str, Any],
+                result: LoadResult) -> None:
+    try:
+        hook.update(spec.entity_set, row_id, body)
+    except ApiError as exc:
+        if exc.status not in RECORD_LEVEL_STATUS:
+            raise
+        result.refused += 1
+        result.activities.append(Activity(
+            "refused_by_dynamics", spec.name, TO_DYNAMICS, dynamics_id=row_id,
+            marketo_id=int(row["marketo_id"]), email=row.get("email"),
+            reason=f"Dynamics refused the update (HTTP {exc.status} {exc.code}): {exc.message}",
+        ))
+        return
+    result.updated += 1
+    result.links.append(_link_update(spec, row, row["marketo_id"]))
 
 
 def rejected_activities(spec: EntitySpec, bad: pd.DataFrame, direction: str) -> list[Activity]:

@@ -154,6 +154,14 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         **mkto_info,
     }
     log.info("%s extract: %s (Dynamics calls %d, Marketo calls %d)", spec.name, counts, dynamics.calls, marketo.calls)
+    if mode == INCREMENTAL and not interval and schema is None:
+        # Nothing changed on either side: record the cycle and the new watermarks here, and end the entity's
+        # run (the task returns nothing, so transform, validate and load are skipped without starting).
+        store.commit_load(run.ctx, summaries=_summaries(spec, {}), release=spec.name,
+                          marks={(spec.name, side): v for side, v in marks.items() if v})
+        store.dispose()
+        log.info("%s: nothing changed on either side; watermarks advanced, nothing else to do", spec.name)
+        return {}
     store.dispose()
     return {
         "entity": spec.name,
@@ -272,22 +280,12 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
     activities += to_marketo.activities + to_dynamics.activities
     counts = validated["counts"]
     collisions = [a for a in activities if a.activity_type == "collision_resolved"]
-    summaries = [
-        {
-            "entity": spec.name, "direction": transform.TO_MARKETO,
-            "created": to_marketo.created, "updated": to_marketo.updated,
-            "rejected": len(rejected_m) + to_marketo.refused,
-            "collisions": sum(1 for c in collisions if c.direction == transform.TO_MARKETO),
-            "echoes": counts.get("echoes", 0),
-        },
-        {
-            "entity": spec.name, "direction": transform.TO_DYNAMICS,
-            "created": 0, "updated": to_dynamics.updated,
-            "rejected": len(rejected_d) + to_dynamics.refused,
-            "collisions": sum(1 for c in collisions if c.direction == transform.TO_DYNAMICS),
-            "echoes": 0,
-        },
-    ][: 2 if spec.two_way else 1]  # a one-way entity has no Marketo-to-Dynamics direction
+    summaries = _summaries(spec, {
+        transform.TO_MARKETO: {"created": to_marketo.created, "updated": to_marketo.updated,
+                               "rejected": len(rejected_m) + to_marketo.refused,
+                               "echoes": counts.get("echoes", 0)},
+        transform.TO_DYNAMICS: {"updated": to_dynamics.updated, "rejected": len(rejected_d) + to_dynamics.refused},
+    }, collisions)
     marks = {} if validated["interval"] else {(spec.name, side): v for side, v in validated["marks"].items()}
     if validated.get("schema"):
         marks[(spec.name, SCHEMA)] = json.dumps(metadata.baseline(load_entities()[entity], validated["schema"]))
@@ -315,6 +313,17 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
     }
     log.info("%s load: %s", spec.name, result)
     return result
+
+
+def _summaries(spec: EntitySpec, done: dict[str, dict[str, int]],
+               collisions: list[Activity] | None = None) -> list[dict[str, Any]]:
+    """run_summary rows: one per direction the entity has (a one-way entity has no Marketo-to-Dynamics)."""
+    directions = [transform.TO_MARKETO, transform.TO_DYNAMICS][: 2 if spec.two_way else 1]
+    return [
+        {"entity": spec.name, "direction": d, "created": 0, "updated": 0, "rejected": 0, "echoes": 0,
+         **done.get(d, {}), "collisions": sum(1 for c in collisions or [] if c.direction == d)}
+        for d in directions
+    ]
 
 
 def stop_for_budget(entity: str, run: RunInfo, reason: str) -> None:

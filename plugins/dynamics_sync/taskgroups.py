@@ -89,7 +89,9 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
     released = release_lock_on_failure(entity)
     with TaskGroup(group_id=entity, tooltip=f"sync {entity}: extract, transform, validate, load") as group:
 
-        @task(pool=MARKETO_POOL, on_failure_callback=released)
+        # A short circuit: an idle cycle's extract returns nothing and the entity's other steps are skipped
+        # without a process each; only its own downstream, so other entities' trigger rules still apply.
+        @task.short_circuit(pool=MARKETO_POOL, on_failure_callback=released, ignore_downstream_trigger_rules=False)
         def extract(selected: list[str] | None = None) -> dict[str, Any]:
             if selected is not None and entity not in selected:
                 raise AirflowSkipException(f"{entity} is not among the entities this run syncs: {selected}")
@@ -138,4 +140,19 @@ def entity_syncs(mode: str, selected: Any = None) -> dict[str, TaskGroup]:
         name = next(n for n in pending if all(d in groups for d in order[n]))
         pending.remove(name)
         groups[name] = entity_sync(name, mode, selected=selected, after=[groups[d] for d in order[name]])
+    watcher = failed_entities()
+    for group in groups.values():
+        group >> watcher
     return groups
+
+
+@task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+def failed_entities() -> None:
+    """Fails the run when any entity failed (the watcher pattern).
+
+    The `after_upstream_entities` gates let other entities go on past a failed one, so the run's last
+    tasks may all succeed; without this leaf the run would show green with an entity left unsynced.
+    """
+    from airflow.sdk.exceptions import AirflowException
+
+    raise AirflowException("an entity of this run failed; see its task group (the other entities went on)")

@@ -324,7 +324,8 @@ def test_a_run_never_syncs_an_entity_another_run_holds(world):
     mark = store.watermark("lead", "dynamics")
     blocked = run("dynamics_incremental_sync")
     states = {ti.task_id: str(ti.state) for ti in blocked.get_task_instances()}
-    assert states["lead.extract"] == "failed" and states["contact.load"] == "success"
+    assert states["lead.extract"] == "failed" and states["contact.extract"] == "success", "the others go on"
+    assert str(blocked.state) == "failed" and states["failed_entities"] == "failed", "and the run says so"
     assert store.watermark("lead", "dynamics") == mark and store.lock_holder("lead") == other.run_id
     store.commit_load(other, release="lead")  # the other run finishes
     assert str(run("dynamics_incremental_sync").state) == "success"

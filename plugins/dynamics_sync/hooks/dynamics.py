@@ -214,6 +214,15 @@ class DynamicsHook(BaseHook):
             headers={"Content-Type": "application/json", "If-Match": "*"},
         )
 
+    def update_multiple(self, entity_set: str, logical_name: str, key: str,
+                        rows: list[tuple[str, dict[str, Any]]]) -> None:
+        """Update many existing rows in one call (the UpdateMultiple action). All or nothing: one bad row
+        fails the call, so callers fall back to single updates to tell which."""
+        targets = [{"@odata.type": f"Microsoft.Dynamics.CRM.{logical_name}", key: row_id, **body}
+                   for row_id, body in rows]
+        self.request("POST", f"{entity_set}/Microsoft.Dynamics.CRM.UpdateMultiple", json={"Targets": targets},
+                     headers={"Content-Type": "application/json"})
+
     def test_connection(self) -> tuple[bool, str]:
         try:
             user = self.who_am_i()

@@ -1,0 +1,318 @@
+"""`make bench` / `make bench-quick`: the product's speed, call counts and memory, through a real deployment.
+
+Every scenario runs its DAG through Airflow's scheduler and LocalExecutor (include/runtime/deployment.py),
+triggered and watched over the public REST API, against both sandboxes on loopback. Call counts and limit
+errors come from the sandboxes' /_sandbox/stats; memory is the summed RSS of every process of the run
+(Airflow components, their task processes and both sandboxes), sampled from /proc every 0.25 s.
+
+Results go to bench/results/latest.json and a dated copy, with exactly the keys the issue names:
+initial_copy_limited, initial_copy_unlimited, incremental_idle, incremental_1k, incremental_50k (full only),
+sync_person, plus machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dynamics_sync.entities import load_entities
+from include.runtime.environment import LOCAL, ROOT
+
+RESULTS = ROOT / "bench" / "results"
+SIZES = {
+    "quick": {"limited": 50_000, "unlimited": 100_000, "changes": [1_000], "sync_person_runs": 5},
+    "full": {"limited": 1_000_000, "unlimited": 1_000_000, "changes": [1_000, 50_000], "sync_person_runs": 10},
+}
+MARKETO_RATE = 100 / 20  # calls per second, Marketo's published limit
+DYNAMICS_RATE = 6000 / 300  # requests per second per user, Dataverse service protection
+REAL_LATENCY = {"marketo": 150, "dynamics": 80}
+
+
+def mix(n: int) -> dict[str, int]:
+    """A realistic mix of N Dynamics records (users and teams are a few per thousand people)."""
+    users, teams = max(5, n // 10_000), max(2, n // 50_000)
+    accounts = n // 10
+    projects = n // 20
+    leads = (n - users - teams - 2 * accounts - projects) * 45 // 100
+    contacts = n - users - teams - 2 * accounts - projects - leads
+    return {"systemuser": users, "team": teams, "account": accounts, "opportunity": accounts, "lead": leads,
+            "contact": contacts, "new_project": projects}
+
+
+def seed(boxes: Any, counts: dict[str, int]) -> None:
+    boxes.post("dynamics", "/_sandbox/seed", {"entity": "systemuser", "count": counts["systemuser"], "seed": 1})
+    boxes.post("dynamics", "/_sandbox/seed", {"entity": "team", "count": counts["team"], "seed": 1})
+    boxes.post("dynamics", "/_sandbox/seed", {"entity": "account", "count": counts["account"], "seed": 1,
+                                              "opportunities_per_account": 1, "owners": "users"})
+    for entity in ("lead", "contact", "new_project"):
+        body: dict[str, Any] = {"entity": entity, "count": counts[entity], "seed": 1}
+        if entity != "new_project":
+            body["owners"] = "users"
+        boxes.post("dynamics", "/_sandbox/seed", body)
+
+
+def minimum_calls(counts: dict[str, int]) -> tuple[int, int]:
+    """The fewest calls the published APIs allow for an initial copy of `counts`.
+
+    Marketo: every record written once, 300 a call (Sync Leads / the object sync endpoints); Dynamics:
+    every row read once, 5,000 a page, one paged read per entity.
+    """
+    writes = sum(counts.values())
+    marketo = sum(math.ceil(n / 300) for n in counts.values() if n) + math.ceil(counts["opportunity"] / 300)
+    dynamics = sum(max(1, math.ceil(n / 5000)) for n in counts.values())
+    return marketo if writes else 0, dynamics
+
+
+class RssSampler:
+    """Peak summed RSS of a set of root processes and all their descendants."""
+
+    def __init__(self, roots: list[int]):
+        self.roots, self.peak_kb, self._stop = roots, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak_kb / 1024, 1)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kb = max(self.peak_kb, _tree_rss_kb(self.roots))
+            self._stop.wait(0.25)
+
+
+def _tree_rss_kb(roots: list[int]) -> int:
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        pid = int(entry.name)
+        parents[pid] = int(fields.get("PPid", "0").strip())
+        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
+    wanted = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in wanted and pid not in wanted:
+                wanted.add(pid)
+                changed = True
+    return sum(rss.get(pid, 0) for pid in wanted)
+
+
+class Bench:
+    def __init__(self, mode: str):
+        self.mode, self.size = mode, SIZES[mode]
+        self.root = LOCAL / "bench" / mode
+        self.results: dict[str, Any] = {}
+
+    # ---- set-up ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from include.runtime import connections
+        from include.runtime.deployment import Deployment, postgres_url, recreate_postgres_database
+        from include.runtime.sandboxes import Sandboxes, free_port
+
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        os.environ["AIRFLOW_CONN_DYNAMICS_SYNC_STATE"] = json.dumps(
+            {"conn_type": "sqlite", "host": str(self.root / "state.db")})
+        os.environ["DYNAMICS_SYNC_STAGING"] = (self.root / "staging").as_uri()
+        os.environ["DYNAMICS_SYNC_DATA_DOCS"] = str(self.root / "data_docs")
+        os.environ["DYNAMICS_SYNC_SCHEDULE"] = "none"  # the bench triggers every cycle itself
+        self.boxes = Sandboxes(marketo_port=free_port(), dynamics_port=free_port(), state_root=self.root / "sandbox",
+                               log_dir=self.root / "logs").start()
+        connections.use_sandboxes(self.boxes, override=True)
+        database = f"dynamics_sync_bench_{self.mode}"
+        recreate_postgres_database(database)
+        self.airflow = Deployment(home=self.root / "airflow", db_url=postgres_url(database), port=free_port())
+        self.airflow.prepare()
+        self.airflow.start()
+        for dag_id in ("dynamics_initial_sync", "dynamics_incremental_sync", "sync_person_to_dynamics"):
+            self.airflow.wait_for_dag(dag_id)
+
+    def stop(self) -> None:
+        self.airflow.stop()
+        self.boxes.stop()
+
+    def processes(self) -> list[int]:
+        return [os.getpid(), *[p.pid for p in self.airflow.procs.values()], *[p.pid for p in self.boxes.procs]]
+
+    def limits(self, real: bool) -> None:
+        if real:
+            self.boxes.post("marketo", "/_sandbox/limits", {"calls_per_20s": 100, "max_concurrent": 10,
+                                                            "daily_quota": 50_000,
+                                                            "latency_ms": REAL_LATENCY["marketo"]})
+            self.boxes.post("dynamics", "/_sandbox/limits", {"requests_per_300s": 6000, "max_concurrent": 52,
+                                                             "latency_ms": REAL_LATENCY["dynamics"]})
+        else:
+            self.boxes.post("marketo", "/_sandbox/limits", {"calls_per_20s": 1_000_000, "max_concurrent": 1000,
+                                                            "daily_quota": 100_000_000, "latency_ms": 0})
+            self.boxes.post("dynamics", "/_sandbox/limits", {"requests_per_300s": 10_000_000, "max_concurrent": 1000,
+                                                             "latency_ms": 0})
+
+    def reset_counters(self) -> None:
+        self.boxes.post("marketo", "/_sandbox/limits", {"reset_counters": True})
+        self.boxes.post("dynamics", "/_sandbox/limits", {"reset_counters": True})
+
+    def counters(self) -> dict[str, int]:
+        marketo = self.boxes.get("marketo", "/_sandbox/stats")
+        dynamics = self.boxes.get("dynamics", "/_sandbox/stats")
+        rest = sum(n for endpoint, n in marketo["by_endpoint"].items() if "/identity/" not in endpoint)
+        return {"marketo_calls": rest, "dynamics_calls": int(dynamics["requests"]),
+                "limit_errors": sum(marketo["limit_errors"].values()) + int(dynamics["throttled"])}
+
+    # ---- scenarios -------------------------------------------------------------------------------
+
+    def initial_copy(self, n: int, real: bool) -> dict[str, Any]:
+        self.boxes.post("dynamics", "/_sandbox/reset")
+        self.boxes.post("marketo", "/_sandbox/reset")
+        Path(self.root / "state.db").unlink(missing_ok=True)
+        counts = mix(n)
+        seed(self.boxes, counts)
+        self.limits(real)
+        self.reset_counters()
+        with RssSampler(self.processes()) as rss:
+            state, wall = self.airflow.run("dynamics_initial_sync", {"force": True}, timeout=6 * 3600)
+        calls = self.counters()
+        print(f"initial copy of {n:,} ({'limited' if real else 'unlimited'}): {state} in {wall:.1f} s, {calls}, "
+              f"peak RSS {rss.peak_mb} MB", flush=True)
+        if state != "success":
+            raise RuntimeError(f"the initial copy failed; see {self.root / 'airflow' / 'logs'}")
+        if not real:
+            return {"records": n, "wall_s": round(wall, 1), "records_per_s": round(n / wall, 1),
+                    "peak_rss_mb": rss.peak_mb}
+        marketo_min, dynamics_min = minimum_calls(counts)
+        floor = max(calls["marketo_calls"] / MARKETO_RATE, calls["dynamics_calls"] / DYNAMICS_RATE)
+        return {"records": n, "wall_s": round(wall, 1), **{k: calls[k] for k in ("marketo_calls",)},
+                "marketo_calls_min": marketo_min, "dynamics_calls": calls["dynamics_calls"],
+                "dynamics_calls_min": dynamics_min, "api_floor_s": round(floor, 1),
+                "floor_ratio": round(wall / floor, 2) if floor else None, "limit_errors": calls["limit_errors"],
+                "peak_rss_mb": rss.peak_mb}
+
+    def incremental(self, changes: int) -> dict[str, Any]:
+        if changes:
+            self.make_changes(changes)
+        self.reset_counters()
+        state, wall = self.airflow.run("dynamics_incremental_sync")
+        calls = self.counters()
+        print(f"incremental with {changes:,} changes a side: {state} in {wall:.1f} s, {calls}", flush=True)
+        return {"changes": changes, "wall_s": round(wall, 1), **calls, "state": state}
+
+    def make_changes(self, n: int) -> None:
+        """`n` edits on each side, made as people make them: Dynamics UpdateMultiple, Marketo Sync Leads."""
+        from dynamics_sync.state import StateStore, record_links
+        from include.demo.people import People
+
+        people = People(self.boxes)
+        store = StateStore.from_connection()
+        with store.engine.connect() as conn:
+            leads = conn.execute(record_links.select().where(record_links.c.entity == "lead")
+                                 .order_by(record_links.c.id).limit(2 * n)).fetchall()
+        store.dispose()
+        stamp = time.strftime("%H%M%S")
+        targets = [{"@odata.type": "Microsoft.Dynamics.CRM.lead", "leadid": row.dynamics_id,
+                    "jobtitle": f"Dynamics edit {stamp}"} for row in leads[:n]]
+        for start in range(0, len(targets), 1000):
+            people.dynamics.request("POST", "leads/Microsoft.Dynamics.CRM.UpdateMultiple",
+                                    json={"Targets": targets[start : start + 1000]})
+        edits = [{"id": row.marketo_id, "title": f"Marketo edit {stamp}"} for row in leads[n : 2 * n]]
+        for start in range(0, len(edits), 300):
+            people.marketo.sync_leads(edits[start : start + 300], action="updateOnly", lookup_field="id")
+
+    def sync_person(self, runs: int) -> dict[str, Any]:
+        from include.demo.people import People
+
+        people = People(self.boxes)
+        seconds = []
+        for i in range(runs):
+            email = f"bench.person.{i}.{time.time_ns()}@example.com"
+            marketo_id = people.create_marketo({"email": email, "firstName": "Bench", "lastName": f"Person {i}"})
+            started = time.monotonic()
+            self.airflow.trigger("sync_person_to_dynamics", {"marketo_lead_id": marketo_id})
+            while not people.find_dynamics("lead", email):
+                if time.monotonic() - started > 120:
+                    raise TimeoutError(f"sync person {marketo_id} did not reach Dynamics within 120 s")
+                time.sleep(0.2)
+            seconds.append(time.monotonic() - started)
+        print(f"sync person: {[round(s, 1) for s in seconds]}", flush=True)
+        return {"runs": runs, "median_s": round(statistics.median(seconds), 2), "max_s": round(max(seconds), 2)}
+
+    def run(self) -> dict[str, Any]:
+        self.start()
+        try:
+            r = self.results
+            r["initial_copy_limited"] = self.initial_copy(self.size["limited"], real=True)
+            r["initial_copy_unlimited"] = self.initial_copy(self.size["unlimited"], real=False)
+            # The first cycle after an initial copy reads the copy's own writes back from Marketo's change
+            # feed (and recognises them as echoes); it is reported, and idle is measured after it.
+            catch_up = self.incremental(0)
+            idle = self.incremental(0)
+            idle["calls_per_idle_day_share_of_budget"] = round(idle["marketo_calls"] * 288 / (50_000 * 0.8), 4)
+            idle["entities"] = len(load_entities())
+            idle["first_cycle_after_initial"] = {k: catch_up[k] for k in ("wall_s", "marketo_calls", "dynamics_calls")}
+            r["incremental_idle"] = idle
+            for changes in self.size["changes"]:
+                key = "incremental_1k" if changes == 1_000 else "incremental_50k"
+                r[key] = self.incremental(changes)
+            r["sync_person"] = self.sync_person(self.size["sync_person_runs"])
+        finally:
+            self.stop()
+        return r
+
+
+def machine() -> dict[str, Any]:
+    import airflow
+
+    mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")).split()[1])
+    return {"cpus": os.cpu_count(), "memory_gb": round(mem_kb / 2**20, 1), "python": platform.python_version(),
+            "airflow": airflow.__version__, "platform": platform.platform(), "executor": "LocalExecutor"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the smaller sizes (under a few minutes)")
+    args = parser.parse_args(argv)
+    from include.runtime.environment import configure
+
+    configure(LOCAL / "bench" / "cli-airflow")
+    mode = "quick" if args.quick else "full"
+    started = time.monotonic()
+    results = Bench(mode).run()
+    results["machine"] = {**machine(), "mode": mode, "total_s": round(time.monotonic() - started, 1),
+                          "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2)
+    (RESULTS / "latest.json").write_text(text + "\n")
+    (RESULTS / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{mode}.json").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
