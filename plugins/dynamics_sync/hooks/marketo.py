@@ -2,8 +2,9 @@
 
 Connection (type "marketo"): host = the instance's base URL (https://<munchkin>.mktorest.com, or the
 sandbox's http://127.0.0.1:8081), login = client id, password = client secret. Extra (all optional):
-munchkin_id, calls_per_20s (default 80, under Marketo's 100 shared by every integration),
-max_concurrent (default 5, Marketo allows 10), timeout_s, max_attempts, backoff_base_s, daily_quota (the
+munchkin_id, calls_per_20s (default 80, under Marketo's 100 shared by every integration; one window for
+all task processes on the machine), max_concurrent (default 2 per task process: the marketo_api pool's 4
+slots make 8, under Marketo's 10), timeout_s, max_attempts, backoff_base_s, daily_quota (the
 subscription's, default 50,000) and budget_share (this product's part of it, default 0.8): the quota is
 shared with the customer's other integrations, so a load reserves its calls against the day's usage
 (read from Marketo's own usage endpoint) and stops cleanly, before writing, when the budget is spent.
@@ -16,10 +17,13 @@ answers errors with HTTP 200 and success:false, so every envelope is checked, no
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -46,7 +50,7 @@ class MarketoHook(BaseHook):
             "relabeling": {"host": "Instance URL", "login": "Client ID", "password": "Client Secret"},
             "placeholders": {
                 "host": "https://123-ABC-456.mktorest.com",
-                "extra": '{"calls_per_20s": 80, "max_concurrent": 5}',
+                "extra": '{"calls_per_20s": 80, "max_concurrent": 2, "budget_share": 0.8}',
             },
         }
 
@@ -81,10 +85,13 @@ class MarketoHook(BaseHook):
             self.timeout = float(extra.get("timeout_s", 60))
             self.max_attempts = int(extra.get("max_attempts", 6))
             self.backoff_base_s = float(extra.get("backoff_base_s", 2.0))
+            # One window for every task process on this machine using this API account (see RateLimiter).
+            account = hashlib.sha256(f"{base}|{conn.login}".encode()).hexdigest()[:16]
             self.limiter = RateLimiter(
                 calls=int(extra.get("calls_per_20s", 80)),
                 window_s=20.0,
-                max_concurrent=int(extra.get("max_concurrent", 5)),
+                max_concurrent=int(extra.get("max_concurrent", 2)),
+                shared=Path(tempfile.gettempdir()) / f"dynamics-sync-marketo-{account}.window",
             )
             self.daily_budget = int(int(extra.get("daily_quota", 50_000)) * float(extra.get("budget_share", 0.8)))
             self._session = requests.Session()

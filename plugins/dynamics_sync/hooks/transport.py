@@ -7,12 +7,14 @@ host, and the original exception is dropped (never chained) so no log or traceba
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -65,14 +67,15 @@ def with_backoff(
 
 
 class RateLimiter:
-    """Sliding-window limiter plus a concurrency cap, shared by the threads of one process.
+    """Sliding-window limiter plus a concurrency cap for the threads of one process.
 
-    Keeps this process under an API's published rate by construction; Airflow pools bound how many
-    processes call the API at once.
+    With `shared` (a file path) the window is kept in that file under an exclusive lock, so every task
+    process on the machine that calls the same API account counts against one window: Airflow pools bound
+    how many processes call at once, and this keeps their sum under the published rate.
     """
 
-    def __init__(self, calls: int, window_s: float, max_concurrent: int):
-        self.calls, self.window_s = calls, window_s
+    def __init__(self, calls: int, window_s: float, max_concurrent: int, shared: Path | None = None):
+        self.calls, self.window_s, self.shared = calls, window_s, shared
         self._stamps: deque[float] = deque()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrent)
@@ -81,14 +84,34 @@ class RateLimiter:
         self._slots.acquire()
         while True:
             with self._lock:
-                now = time.monotonic()
-                while self._stamps and now - self._stamps[0] >= self.window_s:
-                    self._stamps.popleft()
-                if len(self._stamps) < self.calls:
-                    self._stamps.append(now)
-                    return self
-                wait = self.window_s - (now - self._stamps[0])
+                wait = self._take_shared() if self.shared else self._take_local()
+            if wait <= 0:
+                return self
             time.sleep(max(wait, 0.01))
+
+    def _take_local(self) -> float:
+        now = time.monotonic()
+        while self._stamps and now - self._stamps[0] >= self.window_s:
+            self._stamps.popleft()
+        if len(self._stamps) < self.calls:
+            self._stamps.append(now)
+            return 0.0
+        return self.window_s - (now - self._stamps[0])
+
+    def _take_shared(self) -> float:
+        assert self.shared is not None
+        with self.shared.open("a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            now = time.time()
+            stamps = [float(x) for x in handle.read().split() if now - float(x) < self.window_s]
+            if len(stamps) < self.calls:
+                stamps.append(now)
+                handle.seek(0)
+                handle.truncate()
+                handle.write(" ".join(f"{x:.3f}" for x in stamps))
+                return 0.0
+            return self.window_s - (now - stamps[0])
 
     def __exit__(self, *_exc: object) -> None:
         self._slots.release()
