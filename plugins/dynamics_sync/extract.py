@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from dynamics_sync import fieldtypes
+from dynamics_sync.conflict import same
 from dynamics_sync.entities import EntitySpec
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
@@ -65,6 +66,7 @@ class MarketoExtract:
     events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EVENT_COLUMNS))
     activities: int = 0
     unlinked: int = 0
+    echoes: int = 0  # linked people whose changes all ended at the last-synced values (not read back)
 
 
 def _converted_column(spec: EntitySpec) -> str | None:
@@ -241,8 +243,23 @@ def marketo_changes(
         return link is not None and link.entity == spec.name
 
     events = [e for e in events if mine(e["marketo_id"]) or any(mine(x) for x in json.loads(e["losers"]))]
+    # A person whose every reported change ends at the value last synced is at its snapshot: an echo of the
+    # sync's own write (or a change undone), so it is not read back. The feed carries the new values.
+    latest: dict[int, dict[str, Any]] = {}
+    for activity in changes:
+        for changed in activity.get("fields") or []:
+            latest.setdefault(int(activity["leadId"]), {})[changed.get("name")] = changed.get("newValue")
+
+    def at_snapshot(marketo_id: int) -> bool:
+        snapshot = links[marketo_id].marketo_values
+        return all(same(value, snapshot.get(name)) for name, value in latest.get(marketo_id, {}).items()
+                   if name in spec.two_way_fields)
+
+    changed_people = [m for m in lead_ids if mine(m)]
+    echoes = [m for m in changed_people if at_snapshot(m)]
     # Merge winners are read too: their values become the linked record's Marketo side.
-    wanted = [m for m in lead_ids if mine(m)] + [e["marketo_id"] for e in events if e["kind"] == "merge"]
+    wanted = [m for m in changed_people if m not in set(echoes)]
+    wanted += [e["marketo_id"] for e in events if e["kind"] == "merge"]
     wanted = list(dict.fromkeys(wanted))
     rows = marketo_people(hook, spec, "id", wanted) if wanted else marketo_people_empty(spec)
     mark = MarketoMark(token=token, events_token=events_token)
@@ -252,6 +269,7 @@ def marketo_changes(
         events=pd.DataFrame(events, columns=EVENT_COLUMNS),
         activities=len(changes) + len(raw_events),
         unlinked=sum(1 for mid in lead_ids if mid not in links),
+        echoes=len(echoes),
     )
 
 

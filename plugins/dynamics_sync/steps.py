@@ -132,7 +132,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
             mk = extract.marketo_changes(marketo, store, spec, mark, run.interval_end if interval else None)
             mkto_rows, events = mk.rows, mk.events
             mkto_info = {"marketo_activities": mk.activities, "marketo_unlinked": mk.unlinked,
-                         "marketo_merges_deletes": len(mk.events)}
+                         "marketo_merges_deletes": len(mk.events), "marketo_echoes_not_read": mk.echoes}
             if not interval:
                 marks["marketo"] = mk.watermark
         if schema is None and (raw or len(mkto_rows) or len(events)):
@@ -157,7 +157,8 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     if mode == INCREMENTAL and not interval and schema is None:
         # Nothing changed on either side: record the cycle and the new watermarks here, and end the entity's
         # run (the task returns nothing, so transform, validate and load are skipped without starting).
-        store.commit_load(run.ctx, summaries=_summaries(spec, {}), release=spec.name,
+        echoes = {transform.TO_MARKETO: {"echoes": int(mkto_info.get("marketo_echoes_not_read", 0))}}
+        store.commit_load(run.ctx, summaries=_summaries(spec, echoes), release=spec.name,
                           marks={(spec.name, side): v for side, v in marks.items() if v})
         store.dispose()
         log.info("%s: nothing changed on either side; watermarks advanced, nothing else to do", spec.name)
@@ -218,6 +219,7 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
         Activity(p["kind"], spec.name, None, field=p["field"], reason=p["reason"] + "; left out of this run")
         for p in extracted.get("field_problems") or []
     ] + _activities(read_frame(extracted.get("extract_activities")))
+    plan.counts["echoes"] += int(extracted["counts"].get("marketo_echoes_not_read", 0))
     frames = plan.frames(spec)
     counts = {
         "to_marketo": len(frames["marketo_writes"]),

@@ -64,5 +64,8 @@ def test_every_dag_documents_itself_and_retries_with_backoff(dagbag):
     for dag in dagbag.dags.values():
         assert dag.doc_md and len(dag.doc_md) > 200
         for task in dag.tasks:
+            if task.task_id == "failed_entities":  # the watcher only reports; retrying it would delay that
+                assert task.trigger_rule == "one_failed" and task.retries == 0
+                continue
             assert task.retries >= 1 and task.retry_exponential_backoff
             assert task.retry_policy is not None
