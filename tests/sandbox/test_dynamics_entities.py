@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from typing import Any
 
 import msal
 import msal.exceptions
@@ -17,25 +16,12 @@ import pytest
 import requests
 
 from tests.sandbox import test_dynamics_sandbox as base
-from tests.sandbox.test_dynamics_sandbox import Sandbox, VerifyingHttpClient, _collect, _entity_id
+from tests.sandbox.test_dynamics_sandbox import Sandbox, VerifyingHttpClient, _collect, _entity_id, _error, _seed
 
 sandbox = base.sandbox  # the module-scoped sandbox process and the per-test reset, by fixture name
 sb = base.sb
 
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
-
-
-def _seed(sb: Sandbox, **body: Any) -> dict[str, Any]:
-    r = sb.post("/_sandbox/seed", json=body)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _error(r: Any, status: int, code: str) -> str:
-    assert r.status_code == status, (r.status_code, r.text)
-    err = r.json()["error"]
-    assert err["code"] == code, err
-    return err["message"]
 
 
 # ------------------------------------------------------------------------------------ seeding

@@ -10,25 +10,12 @@ import uuid
 from typing import Any
 
 from tests.sandbox import test_dynamics_sandbox as base
-from tests.sandbox.test_dynamics_sandbox import Sandbox, _collect, _entity_id
+from tests.sandbox.test_dynamics_sandbox import Sandbox, _collect, _entity_id, _error, _seed
 
 sandbox = base.sandbox  # the module-scoped sandbox process and the per-test reset, by fixture name
 sb = base.sb
 
 TRACK = "odata.track-changes"
-
-
-def _seed(sb: Sandbox, **body: Any) -> dict[str, Any]:
-    r = sb.post("/_sandbox/seed", json=body)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _error(r: Any, status: int, code: str) -> str:
-    assert r.status_code == status, (r.status_code, r.text)
-    err = r.json()["error"]
-    assert err["code"] == code, err
-    return err["message"]
 
 
 def _seeded_users(sb: Sandbox, token: str) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from tests.sandbox import test_dynamics_sandbox as base
-from tests.sandbox.test_dynamics_sandbox import Sandbox, _collect, _entity_id
+from tests.sandbox.test_dynamics_sandbox import Sandbox, _collect, _entity_id, _error
 
 sandbox = base.sandbox  # the module-scoped sandbox process and the per-test reset, by fixture name
 sb = base.sb
@@ -19,13 +19,6 @@ sb = base.sb
 TRACK = "odata.track-changes"
 QUALIFY = "Microsoft.Dynamics.CRM.QualifyLead"
 FILTER_TABLES = ("lead", "contact", "account", "opportunity")
-
-
-def _error(r: Any, status: int, code: str) -> str:
-    assert r.status_code == status, (r.status_code, r.text)
-    err = r.json()["error"]
-    assert err["code"] == code, err
-    return err["message"]
 
 
 def _delta_link(sb: Sandbox, url: str, token: str) -> str:

@@ -116,6 +116,20 @@ def _entity_id(response: requests.Response) -> str:
     return m.group(2)
 
 
+def _seed(sb: Sandbox, **body: Any) -> dict[str, Any]:
+    r = sb.post("/_sandbox/seed", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _error(r: Any, status: int, code: str) -> str:
+    """The Dataverse error of a refused request: checks its status and code, returns its message."""
+    assert r.status_code == status, (r.status_code, r.text)
+    err = r.json()["error"]
+    assert err["code"] == code, err
+    return err["message"]
+
+
 def _collect(sb: Sandbox, url: str, token: str, prefer: str) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
     rows: list[dict[str, Any]] = []
     pages = 0
