@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,11 @@ class EntitySpec:
     @property
     def marketo_fields(self) -> list[str]:
         return [f.marketo for f in self.fields]
+
+    @cached_property
+    def marketo_types(self) -> dict[str, str | None]:
+        """Each field's Marketo type (set from describe at run time), looked up once per spec, not per row."""
+        return {f.marketo: f.marketo_type for f in self.fields}
 
     @property
     def two_way_fields(self) -> list[str]:

@@ -55,17 +55,16 @@ def _link_update(spec: EntitySpec, row: dict[str, Any], marketo_id: int | None) 
 
 
 def _payload_values(spec: EntitySpec, row: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    types = {f.marketo: f.marketo_type for f in spec.fields}
-    return {name: payload_value(row.get(name), types.get(name)) for name in names}
+    return {name: payload_value(row.get(name), spec.marketo_types.get(name)) for name in names}
 
 
 def marketo_payload(spec: EntitySpec, row: dict[str, Any]) -> dict[str, Any]:
     """What Marketo's sync call gets for one planned write."""
     if row["op"] == "flag_deleted":
         return {"id": int(row["marketo_id"]), spec.deleted_field: True}
-    payload = _payload_values(spec, row, _fields(row))
-    if row["op"] == "create":
-        payload = _payload_values(spec, row, [n for n in spec.marketo_fields if row.get(n) is not None])
+    # A create sends every value it has; the other writes send the fields the plan changes.
+    names = [n for n in spec.marketo_fields if row.get(n) is not None] if row["op"] == "create" else _fields(row)
+    payload = _payload_values(spec, row, names)
     if row["op"] in ("create", "link", "convert"):
         payload[spec.link_field] = row["dynamics_id"]
         payload[TYPE_FIELD] = spec.type_value

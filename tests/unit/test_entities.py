@@ -9,6 +9,12 @@ import pytest
 from dynamics_sync.entities import ConfigError, entity_order, load_entities
 
 
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "entities.yaml"
+    path.write_text(text)
+    return path
+
+
 def test_shipped_config_maps_the_native_default_person_fields():
     entities = load_entities()
     lead, contact = entities["lead"], entities["contact"]
@@ -22,8 +28,7 @@ def test_shipped_config_maps_the_native_default_person_fields():
 
 
 def test_malformed_config_names_every_problem(tmp_path: Path):
-    path = tmp_path / "entities.yaml"
-    path.write_text(
+    path = _write(tmp_path, (
         "entities:\n"
         "  lead:\n"
         "    direction: sideways\n"
@@ -33,7 +38,7 @@ def test_malformed_config_names_every_problem(tmp_path: Path):
         "    fields:\n"
         "      - {marketo: firstName}\n"
         "      - {marketo: lastName, dynamics: lastname, max_length: -3}\n"
-    )
+    ))
     with pytest.raises(ConfigError) as err:
         load_entities(path)
     message = str(err.value)
@@ -73,12 +78,6 @@ def test_entities_load_after_what_they_point_at():
     assert order["user"] == []
     assert set(order["contact"]) == {"account", "user", "lead"}, "lookups and the lead it may be qualified from"
     assert set(order["opportunity_role"]) == {"contact", "opportunity"}, "lookups and depends_on"
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "entities.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_lookups_must_name_configured_entities_and_form_no_cycle(tmp_path: Path):
