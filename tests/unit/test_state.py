@@ -122,6 +122,28 @@ def test_a_person_claimed_by_two_records_links_the_first_and_reports_the_second(
     assert (report["dynamics_id"], report["marketo_id"]) == ("c-1", 7) and "lead d-1" in report["reason"]
 
 
+def test_one_commit_decides_its_links_in_order(store: StateStore):
+    """Within one commit a link sees the links decided before it: a person claimed twice goes to the first
+    claim, and a person a link lets go of (a qualified lead's) is free for the link after it."""
+    import datetime as dt
+
+    store.commit_load(CTX, links=[Link("lead", "l-1", 5, {"a": 1}, {"a": 1})])
+    released = Link("lead", "l-1", None, deleted_at=dt.datetime.now(dt.UTC), deleted_side="converted")
+    store.commit_load(CTX, links=[
+        released, Link("contact", "c-1", 5, {"b": 2}, {"b": 2}),  # takes over the lead's person
+        Link("contact", "c-2", 9), Link("contact", "c-3", 9),  # the same new person twice: first wins
+        Link("contact", "c-2", 9, {"x": 1}, {"x": 1}),  # and a second update of the same new link merges
+    ])
+    assert store.links_by_marketo([5])[5].dynamics_id == "c-1"
+    lead = store.links_by_dynamics("lead", ["l-1"])["l-1"]
+    assert (lead.marketo_id, lead.deleted_side, lead.dynamics_values) == (None, "converted", {"a": 1})
+    assert store.links_by_marketo([9])[9].dynamics_id == "c-2"
+    assert store.links_by_dynamics("contact", ["c-2"])["c-2"].dynamics_values == {"x": 1}
+    assert "c-3" not in store.links_by_dynamics("contact", ["c-3"])
+    [report] = store.activities(activity_type="already_linked")
+    assert (report["dynamics_id"], report["marketo_id"]) == ("c-3", 9)
+
+
 def test_one_run_at_a_time_per_entity(store: StateStore):
     import datetime as dt
 
