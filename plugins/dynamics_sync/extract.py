@@ -29,27 +29,36 @@ DYN_META = ["dynamics_id", "modified_by", "deleted", "sync_filter", "converted_f
 MKTO_META = ["marketo_id"]
 
 
-MERGE_LEADS, DELETE_LEAD = 32, 37
+CHANGE_DATA_VALUE, MERGE_LEADS, DELETE_LEAD = 13, 32, 37
 EVENT_COLUMNS = ["kind", "marketo_id", "losers", "date"]
 
 
 @dataclass
 class MarketoMark:
-    """Where Marketo's two feeds were left (field changes; merges and deletes): paging tokens, or a time."""
+    """Where Marketo's two feeds were left (field changes; merges and deletes): paging tokens, or a time.
+
+    `copied_until`: the end of an initial copy (set by its load). Between `since` and then, Marketo's
+    lead-changes feed holds a New Lead activity for every person the copy created (a million pages' worth
+    after a big copy); the first cycle reads only field changes there (Change Data Value activities), then
+    the lead-changes feed from `copied_until` on.
+    """
 
     token: str | None = None
     events_token: str | None = None
     since: dt.datetime | None = None
+    copied_until: dt.datetime | None = None
 
     def dumps(self) -> str:
         return json.dumps({"token": self.token, "events_token": self.events_token,
-                           "since": self.since.isoformat() if self.since else None})
+                           "since": self.since.isoformat() if self.since else None,
+                           "copied_until": self.copied_until.isoformat() if self.copied_until else None})
 
     @classmethod
     def loads(cls, text: str) -> MarketoMark:
         raw = json.loads(text)
         return cls(token=raw.get("token"), events_token=raw.get("events_token"),
-                   since=_parse(raw["since"]) if raw.get("since") else None)
+                   since=_parse(raw["since"]) if raw.get("since") else None,
+                   copied_until=_parse(raw["copied_until"]) if raw.get("copied_until") else None)
 
 
 @dataclass
@@ -225,10 +234,19 @@ def marketo_changes(
     Two feeds: field changes (leadchanges, only the synced fields), and merges and deletes (activities of
     types 32 and 37), so a merged or deleted person is followed, never left as an orphan link.
     """
-    changes, token = _read_feed(
-        hook.lead_changes(spec.two_way_fields or ["email"], token=watermark.token, since=watermark.since),
-        watermark.token, until,
-    )
+    fields = spec.two_way_fields or ["email"]
+    changes: list[dict[str, Any]] = []
+    since = watermark.since
+    if watermark.token is None and watermark.copied_until is not None and since is not None:
+        end = min(watermark.copied_until, until) if until else watermark.copied_until
+        changes = _field_changes(hook, fields, since, end)
+        since = end
+    if until is None or since is None or since < until:
+        more, token = _read_feed(hook.lead_changes(fields, token=watermark.token, since=since), watermark.token,
+                                 until)
+        changes += more
+    else:
+        token = None
     raw_events, events_token = _read_feed(
         hook.activities([MERGE_LEADS, DELETE_LEAD], token=watermark.events_token, since=watermark.since),
         watermark.events_token, until,
@@ -271,6 +289,27 @@ def marketo_changes(
         unlinked=sum(1 for mid in lead_ids if mid not in links),
         echoes=len(echoes),
     )
+
+
+def _field_changes(hook: MarketoHook, fields: list[str], since: dt.datetime,
+                   until: dt.datetime) -> list[dict[str, Any]]:
+    """Change Data Value activities of `fields` in [since, until), shaped like lead-changes items.
+
+    Read from the activities feed, which (unlike lead changes) leaves out New Lead activities; its items
+    name the field by id (primaryAttributeValueId), mapped to the REST name through describe.
+    """
+    names = {item.get("id"): (item.get("rest") or {}).get("name") for item in hook.describe_leads()}
+    wanted = set(fields)
+    read, _ = _read_feed(hook.activities([CHANGE_DATA_VALUE], since=since), None, until)
+    changes = []
+    for activity in read:
+        name = names.get(activity.get("primaryAttributeValueId"))
+        if name not in wanted:
+            continue
+        attributes = {a.get("name"): a.get("value") for a in activity.get("attributes") or []}
+        changes.append({**activity, "fields": [{"name": name, "newValue": attributes.get("New Value"),
+                                                "oldValue": attributes.get("Old Value")}]})
+    return changes
 
 
 def marketo_people_empty(spec: EntitySpec) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 A record the API refuses becomes an activity row with the API's own code and message; it does not fail
 the batch. Failures of the whole call (auth, outage, quota) raise, so the task fails before anything is
 committed to the state store and the retry redoes the work: Marketo updates by id and Dynamics
-If-Match updates are idempotent, and creates are matched by email on the retry.
+If-Match updates are idempotent, and a retried create finds the person its earlier try made (by email,
+carrying our Dynamics id) and links it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 
 import pandas as pd
 
+from dynamics_sync import extract
 from dynamics_sync.entities import EntitySpec
 from dynamics_sync.errors import ApiError
 from dynamics_sync.fieldtypes import payload_value
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import BATCH, MarketoHook
-from dynamics_sync.state import Activity, Link
-from dynamics_sync.transform import TO_DYNAMICS, TO_MARKETO
+from dynamics_sync.state import Activity, Link, StateStore
+from dynamics_sync.transform import TO_DYNAMICS, TO_MARKETO, match_existing
 
 TYPE_FIELD = "msdynType"
 RECORD_LEVEL_STATUS = {400, 403, 404, 409, 412, 413}
@@ -99,66 +101,100 @@ def load_objects(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> L
     return result
 
 
-def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> LoadResult:
+def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame,
+                 store: StateStore | None = None) -> LoadResult:
     if not spec.is_person:
         return load_objects(hook, spec, writes)
     result = LoadResult()
     rows = writes.to_dict("records")
     creates = [r for r in rows if r["op"] == "create"]
-    if rows:
-        hook.reserve(-(-len(creates) // BATCH) + -(-(len(rows) - len(creates)) // BATCH),
-                     f"{len(rows)} {spec.name} writes")
     updates = [r for r in rows if r["op"] != "create"]
-    batches = (
-        (creates, "createOnly", "email"),
-        (updates, "updateOnly", "id"),
-    )
-    for batch, action, lookup in batches:
-        if not batch:
-            continue
-        answers = hook.sync_leads([marketo_payload(spec, r) for r in batch], action=action, lookup_field=lookup)
-        skipped = []
-        for row, answer in zip(batch, answers, strict=True):
-            status = answer.get("status")
-            if status in ("created", "updated"):
-                result.links.append(_link_update(spec, row, answer.get("id") or row["marketo_id"]))
-                if status == "created":
-                    result.created += 1
-                else:
-                    result.updated += 1
-            else:
-                skipped.append((row, answer))
-        ours = _own_earlier_creates(hook, spec, skipped) if action == "createOnly" else {}
-        for row, answer in skipped:
-            if row["dynamics_id"] in ours:
-                result.links.append(_link_update(spec, row, ours[row["dynamics_id"]]))
-                result.created += 1
-                continue
-            reasons = "; ".join(f"{r.get('code')} {r.get('message')}" for r in answer.get("reasons") or [])
-            result.refused += 1
-            result.activities.append(Activity(
-                "refused_by_marketo", spec.name, TO_MARKETO, dynamics_id=row["dynamics_id"],
-                marketo_id=int(row["marketo_id"]) if row.get("marketo_id") is not None else None,
-                email=row.get("email"),
-                reason=f"Marketo {action} skipped the record: {reasons or answer.get('status')}",
-            ))
+    if rows:
+        hook.reserve(_calls(len(creates)) + _calls(len(updates)), f"{len(rows)} {spec.name} writes")
+    if creates:
+        answers = hook.sync_leads([marketo_payload(spec, r) for r in creates], action="createOnly",
+                                  lookup_field="email")
+        refused = _apply(spec, creates, answers, result)
+        exists = [(row, answer) for row, answer in refused if _codes(answer) & {"1005"}]
+        refused = [pair for pair in refused if not _codes(pair[1]) & {"1005"}]
+        links, unmatched = _link_existing(hook, spec, [row for row, _ in exists], result, store)
+        updates += links
+        refused += [pair for pair in exists if pair[0]["dynamics_id"] in unmatched]
+        _report(spec, refused, "createOnly", result)
+    if updates:
+        answers = hook.sync_leads([marketo_payload(spec, r) for r in updates], action="updateOnly", lookup_field="id")
+        _report(spec, _apply(spec, updates, answers, result), "updateOnly", result)
     return result
 
 
-def _own_earlier_creates(
-    hook: MarketoHook, spec: EntitySpec, skipped: list[tuple[dict[str, Any], dict[str, Any]]]
-) -> dict[str, int]:
-    """People a crashed earlier try of this load already created: they carry our Dynamics id.
+def _calls(records: int) -> int:
+    return -(-records // BATCH)
 
-    A retried load finds its creates answered "1005 Lead already exists"; the person whose link field
-    holds this record's Dynamics id is the one we made, so it is linked instead of being reported.
+
+def _codes(answer: dict[str, Any]) -> set[str]:
+    return {str(r.get("code")) for r in answer.get("reasons") or []}
+
+
+def _apply(spec: EntitySpec, rows: list[dict[str, Any]], answers: list[dict[str, Any]],
+           result: LoadResult) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Link the records Marketo created or updated; return the others with Marketo's answer."""
+    skipped = []
+    for row, answer in zip(rows, answers, strict=True):
+        status = answer.get("status")
+        if status in ("created", "updated"):
+            result.links.append(_link_update(spec, row, answer.get("id") or row["marketo_id"]))
+            result.created += status == "created"
+            result.updated += status == "updated"
+        else:
+            skipped.append((row, answer))
+    return skipped
+
+
+def _report(spec: EntitySpec, refused: list[tuple[dict[str, Any], dict[str, Any]]], action: str,
+            result: LoadResult) -> None:
+    for row, answer in refused:
+        reasons = "; ".join(f"{r.get('code')} {r.get('message')}" for r in answer.get("reasons") or [])
+        result.refused += 1
+        result.activities.append(Activity(
+            "refused_by_marketo", spec.name, TO_MARKETO, dynamics_id=row["dynamics_id"],
+            marketo_id=int(row["marketo_id"]) if row.get("marketo_id") is not None else None,
+            email=row.get("email"),
+            reason=f"Marketo {action} skipped the record: {reasons or answer.get('status')}",
+        ))
+
+
+def _link_existing(hook: MarketoHook, spec: EntitySpec, rows: list[dict[str, Any]], result: LoadResult,
+                   store: StateStore | None) -> tuple[list[dict[str, Any]], set[str]]:
+    """Creates answered "1005 Lead already exists": someone in Marketo has the email.
+
+    A person whose link field holds this record's Dynamics id is one an earlier, crashed try of this load
+    created: it is linked as created. The others go through transform.match_existing (link the only
+    same-email person, report ambiguous and already linked ones). Returns the link writes to send as
+    updates, and the Dynamics ids for which no person was found after all.
     """
-    emails = [row["email"] for row, answer in skipped
-              if row.get("email") and any(r.get("code") == "1005" for r in answer.get("reasons") or [])]
-    if not emails:
-        return {}
-    people = hook.get_leads("email", emails, ["id", spec.link_field])
-    return {str(p[spec.link_field]): int(p["id"]) for p in people if p.get(spec.link_field)}
+    if not rows:
+        return [], set()
+    people = extract.marketo_people(hook, spec, "email", [row["email"] for row in rows])
+    people = people.astype(object).where(people.notna(), None)
+    ours = {str(p[spec.link_field]): int(p["marketo_id"]) for p in people.to_dict("records")
+            if p.get(spec.link_field)}
+    rest = []
+    for row in rows:
+        if row["dynamics_id"] in ours:
+            result.links.append(_link_update(spec, row, ours[row["dynamics_id"]]))
+            result.created += 1
+        else:
+            rest.append(row)
+    ids = [int(m) for m in people["marketo_id"]]
+    linked = store.links_by_marketo(ids) if store is not None and ids else {}
+    # People this load has just linked (two records of the batch sharing an email) are taken too.
+    linked.update({link.marketo_id: link for link in result.links if link.marketo_id is not None})
+    plan, unmatched = match_existing(spec, rest, people, linked)
+    result.activities += plan.activities
+    if plan.marketo_writes:
+        hook.reserve(_calls(len(plan.marketo_writes)),
+                     f"{len(plan.marketo_writes)} {spec.name} links to people Marketo already had")
+    return plan.marketo_writes, {row["dynamics_id"] for row in unmatched}
 
 
 def load_dynamics(hook: DynamicsHook, spec: EntitySpec, writes: pd.DataFrame) -> LoadResult:

@@ -140,17 +140,10 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
             schema, spec = _schema(dynamics, marketo, configured, last)
             dyn = extract.dynamics_frame(spec, raw, delta)
     dyn.rows, reference_activities = references.resolve(dyn.rows, spec, store, dynamics)
-    # People who may already exist in Marketo for Dynamics records not linked yet: matched by email.
-    links = store.links_by_dynamics(spec.name, dyn.rows["dynamics_id"])
-    unlinked = dyn.rows[~dyn.rows["dynamics_id"].isin(list(links)) & ~dyn.rows["deleted"].astype(bool)]
-    matches = extract.marketo_people_empty(spec)
-    if spec.is_person:
-        matches = extract.marketo_people(marketo, spec, "email", unlinked["email"].dropna().unique())
     counts = {
         "dynamics_rows": len(dyn.rows),
         "dynamics_deleted": dyn.deleted,
         "marketo_rows": len(mkto_rows),
-        "email_matches": len(matches),
         **mkto_info,
     }
     log.info("%s extract: %s (Dynamics calls %d, Marketo calls %d)", spec.name, counts, dynamics.calls, marketo.calls)
@@ -172,7 +165,6 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         "sync_user_id": dynamics.who_am_i() if mode == INCREMENTAL and len(dyn.rows) else None,
         "dynamics": stage(run, spec, "dynamics_rows", dyn.rows),
         "marketo": stage(run, spec, "marketo_rows", mkto_rows),
-        "matches": stage(run, spec, "marketo_matches", matches),
         "events": stage(run, spec, "marketo_events", events),
         "marks": {k: v for k, v in marks.items() if v},
         "schema": schema,
@@ -195,24 +187,22 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
     store = StateStore.from_connection()
     dynamics = read_frame(extracted["dynamics"])
     marketo = read_frame(extracted["marketo"])
-    matches = read_frame(extracted["matches"])
     links = store.links_by_dynamics(spec.name, dynamics.get("dynamics_id", pd.Series(dtype=object)))
-    marketo_ids = [*marketo.get("marketo_id", []), *matches.get("marketo_id", [])]
-    linked_marketo = store.links_by_marketo(int(m) for m in marketo_ids if m is not None)
+    linked_marketo = store.links_by_marketo(int(m) for m in marketo.get("marketo_id", []) if m is not None)
     links.update({link.dynamics_id: link for link in linked_marketo.values() if link.entity == spec.name})
     converted: dict[str, Link] = {}
     if spec.converted_from and "converted_from" in dynamics:
         sources = [v for v in dynamics["converted_from"].dropna().unique() if v]
         converted = store.links_by_dynamics(spec.converted_from[0], sources)
     if extracted["mode"] == INITIAL:
-        plan = transform.plan_initial(spec, dynamics, matches, links, linked_marketo, converted)
+        plan = transform.plan_initial(spec, dynamics, links, converted)
     else:
         events = read_frame(extracted["events"])
         event_ids = [int(e["marketo_id"]) for e in events.to_dict("records")]
         event_ids += [int(x) for e in events.to_dict("records") for x in json.loads(e["losers"])]
         linked_marketo.update(store.links_by_marketo(event_ids))
         plan = transform.plan_incremental(
-            spec, dynamics, marketo, matches, links, linked_marketo, extracted.get("sync_user_id"), events, converted
+            spec, dynamics, marketo, links, linked_marketo, extracted.get("sync_user_id"), events, converted
         )
     store.dispose()
     plan.activities[:0] = [
@@ -266,7 +256,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
     activities += load.rejected_activities(spec, rejected_d, transform.TO_DYNAMICS)
 
     marketo_writes = read_frame(validated["marketo_writes"])
-    to_marketo = load.load_marketo(MarketoHook(), spec, marketo_writes)
+    to_marketo = load.load_marketo(MarketoHook(), spec, marketo_writes, store)
     to_dynamics = load.LoadResult()
     dynamics_writes = read_frame(validated["dynamics_writes"])
     if not dynamics_writes.empty:
@@ -289,6 +279,11 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
         transform.TO_DYNAMICS: {"updated": to_dynamics.updated, "rejected": len(rejected_d) + to_dynamics.refused},
     }, collisions)
     marks = {} if validated["interval"] else {(spec.name, side): v for side, v in validated["marks"].items()}
+    if validated["mode"] == INITIAL and (spec.name, "marketo") in marks:
+        # The copy's own creates end here: the first cycle reads only field changes up to this moment.
+        mark = extract.MarketoMark.loads(marks[(spec.name, "marketo")])
+        mark.copied_until = dt.datetime.now(dt.UTC)
+        marks[(spec.name, "marketo")] = mark.dumps()
     if validated.get("schema"):
         marks[(spec.name, SCHEMA)] = json.dumps(metadata.baseline(load_entities()[entity], validated["schema"]))
     store.commit_load(

@@ -78,12 +78,14 @@ def _index_matches(matches: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     return by_email
 
 
-def _link_new(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], matches: dict[str, list[dict[str, Any]]],
-              linked_marketo: dict[int, Link], converted: dict[str, Link] | None = None) -> None:
-    """A Dynamics record with no link yet: link it to its only same-email person, or create one.
+def _link_new(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], converted: dict[str, Link] | None = None) -> None:
+    """A Dynamics record with no link yet: plan its Marketo person's creation.
 
     A Marketo object (company, opportunity, ...) is simply upserted by its dedupe key, our Dynamics id.
-    A contact qualified from a linked lead takes over that lead's person (see _convert).
+    A contact qualified from a linked lead takes over that lead's person (see _convert). A person is created
+    with createOnly by email, so Marketo itself says when someone has the email already; the load then
+    links that person instead (match_existing). Asking Marketo first would cost a lookup call per 300
+    records that, in an initial copy, mostly finds nobody.
     """
     values = _values(dyn, spec)
     dynamics_id = dyn["dynamics_id"]
@@ -94,34 +96,51 @@ def _link_new(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], matches: dict[s
     if source is not None and source.marketo_id is not None and source.deleted_at is None:
         _convert(plan, spec, dyn, values, source)
         return
-    email = (values.get("email") or "").lower()
-    candidates = matches.get(email, []) if email else []
-    free = [p for p in candidates if int(p["marketo_id"]) not in linked_marketo]
-    if len(candidates) > 1:
-        plan.activities.append(Activity(
-            "ambiguous_match", spec.name, TO_MARKETO, dynamics_id=dynamics_id, email=values.get("email"),
-            reason=f"{len(candidates)} Marketo people share this email "
-                   f"({', '.join(str(p['marketo_id']) for p in candidates)}); linked none",
-        ))
-        plan.counts["ambiguous"] += 1
-        return
-    if candidates and not free:
-        other = linked_marketo[int(candidates[0]["marketo_id"])]
-        plan.activities.append(Activity(
-            "already_linked", spec.name, TO_MARKETO, dynamics_id=dynamics_id,
-            marketo_id=int(candidates[0]["marketo_id"]), email=values.get("email"),
-            reason=f"the Marketo person with this email is already linked to {other.entity} {other.dynamics_id}",
-        ))
-        plan.counts["already_linked"] += 1
-        return
-    person = free[0] if free else None
-    writes, after = initial_values(spec.marketo_fields, values, _values(person, spec) if person else None)
-    if person is None:
-        plan.marketo_writes.append(_write("create", None, dynamics_id, list(writes), after, values, after))
-    else:
-        plan.marketo_writes.append(
-            _write("link", int(person["marketo_id"]), dynamics_id, list(writes), after, values, after)
-        )
+    writes, after = initial_values(spec.marketo_fields, values, None)
+    plan.marketo_writes.append(_write("create", None, dynamics_id, list(writes), after, values, after))
+
+
+def match_existing(spec: EntitySpec, creates: list[dict[str, Any]], people: pd.DataFrame,
+                   linked_marketo: dict[int, Link]) -> tuple[Plan, list[dict[str, Any]]]:
+    """Planned creates Marketo refused because a person has the email: link each to its only such person.
+
+    The link merges like the initial copy (Dynamics values, but a Dynamics null never blanks a Marketo
+    value); the values written are the create's, which validation has passed. An email shared by several
+    people links none (ambiguous_match), and a person already linked to another record is left to it
+    (already_linked). Returns the plan (link writes, activities) and the creates no person was found for.
+    """
+    plan = Plan()
+    by_email = _index_matches(people)
+    unmatched = []
+    for row in creates:
+        values = _values(row, spec)
+        dynamics_id = row["dynamics_id"]
+        candidates = by_email.get((values.get("email") or "").lower(), [])
+        free = [p for p in candidates if int(p["marketo_id"]) not in linked_marketo]
+        if not candidates:
+            unmatched.append(row)
+        elif len(candidates) > 1:
+            plan.activities.append(Activity(
+                "ambiguous_match", spec.name, TO_MARKETO, dynamics_id=dynamics_id, email=values.get("email"),
+                reason=f"{len(candidates)} Marketo people share this email "
+                       f"({', '.join(str(p['marketo_id']) for p in candidates)}); linked none",
+            ))
+            plan.counts["ambiguous"] += 1
+        elif not free:
+            other = linked_marketo[int(candidates[0]["marketo_id"])]
+            plan.activities.append(Activity(
+                "already_linked", spec.name, TO_MARKETO, dynamics_id=dynamics_id,
+                marketo_id=int(candidates[0]["marketo_id"]), email=values.get("email"),
+                reason=f"the Marketo person with this email is already linked to {other.entity} {other.dynamics_id}",
+            ))
+            plan.counts["already_linked"] += 1
+        else:
+            person = free[0]
+            writes, after = initial_values(spec.marketo_fields, values, _values(person, spec))
+            plan.marketo_writes.append(
+                _write("link", int(person["marketo_id"]), dynamics_id, list(writes), after, values, after)
+            )
+    return plan, unmatched
 
 
 def _convert(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], values: dict[str, Any], source: Link) -> None:
@@ -176,12 +195,11 @@ def _filtered_out(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], link: Link 
     return True
 
 
-def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, matches: pd.DataFrame,
-                 links: dict[str, Link], linked_marketo: dict[int, Link],
+def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, links: dict[str, Link],
                  converted: dict[str, Link] | None = None) -> Plan:
-    """The initial copy: every Dynamics record to Marketo, linking same-email people instead of duplicating."""
+    """The initial copy: every Dynamics record to Marketo (same-email people are linked at load, see
+    match_existing)."""
     plan = Plan()
-    by_email = _index_matches(matches)
     for dyn in dynamics.to_dict("records"):
         if dyn.get("deleted"):
             continue
@@ -189,7 +207,7 @@ def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, matches: pd.DataFrame
         if _filtered_out(plan, spec, dyn, link):
             continue
         if link is None:
-            _link_new(plan, spec, dyn, by_email, linked_marketo, converted)
+            _link_new(plan, spec, dyn, converted)
             continue
         values = _values(dyn, spec)
         writes, after = initial_values(spec.marketo_fields, values, link.marketo_values)
@@ -199,14 +217,13 @@ def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, matches: pd.DataFrame
     return plan
 
 
-def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataFrame, matches: pd.DataFrame,
+def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataFrame,
                      links: dict[str, Link], linked_marketo: dict[int, Link], sync_user_id: str | None,
                      events: pd.DataFrame | None = None, converted: dict[str, Link] | None = None) -> Plan:
     """Follow Marketo merges and deletes, then merge both sides' changes (see conflict.merge for the rules)."""
     plan = Plan()
     if events is not None:
         _follow_marketo_events(plan, spec, events, links, linked_marketo)
-    by_email = _index_matches(matches)
     dyn_by_id = {row["dynamics_id"]: row for row in dynamics.to_dict("records")}
     mkto_by_link: dict[str, dict[str, Any]] = {}
     for row in marketo.to_dict("records"):
@@ -230,7 +247,7 @@ def plan_incremental(spec: EntitySpec, dynamics: pd.DataFrame, marketo: pd.DataF
             continue
         if link is None:
             if dyn is not None:
-                _link_new(plan, spec, dyn, by_email, linked_marketo, converted)
+                _link_new(plan, spec, dyn, converted)
             continue
         if link.deleted_side == CONVERTED:
             plan.counts["converted_skipped"] += 1

@@ -33,14 +33,14 @@ def _incremental(dynamics: pd.DataFrame, marketo: pd.DataFrame | None = None, li
     links = {link.dynamics_id: link for link in links}
     by_marketo = {link.marketo_id: link for link in links.values() if link.marketo_id is not None}
     return plan_incremental(CONTACT, dynamics, marketo if marketo is not None else _marketo().iloc[0:0],
-                            marketo_people_empty(CONTACT), links, by_marketo, None, converted=converted)
+                            links, by_marketo, None, converted=converted)
 
 
 def test_only_an_explicit_no_keeps_a_record_out():
     plan = plan_initial(CONTACT, _dynamics({"dynamics_id": "c1", "sync_filter": False},
                                            {"dynamics_id": "c2", "sync_filter": None, "email": "b@example.com"},
                                            {"dynamics_id": "c3", "sync_filter": True, "email": "c@example.com"}),
-                        marketo_people_empty(CONTACT), {}, {})
+                        {})
     assert sorted(w["dynamics_id"] for w in plan.marketo_writes) == ["c2", "c3"]
     [skipped] = plan.activities
     assert (skipped.activity_type, skipped.dynamics_id) == ("skipped_by_sync_filter", "c1")
@@ -78,3 +78,25 @@ def test_a_marketo_edit_of_a_one_way_field_never_reaches_dynamics():
                         links=[_link()])
     [write] = plan.dynamics_writes
     assert json.loads(write["write_fields"]) == ["title"]
+
+
+def test_a_create_marketo_refused_for_an_existing_email_links_its_only_person_or_reports_why():
+    from dynamics_sync.transform import match_existing
+
+    creates = [
+        {"dynamics_id": "c1", **VALUES, "phone": None},  # one person has the email: linked
+        {"dynamics_id": "c2", **VALUES, "email": "two@example.com"},  # two people have it: neither
+        {"dynamics_id": "c3", **VALUES, "email": "taken@example.com"},  # its person mirrors a lead
+        {"dynamics_id": "c4", **VALUES, "email": "gone@example.com"},  # nobody after all
+    ]
+    people = _marketo({"marketo_id": 7, "phone": "555"}, {"marketo_id": 8, "email": "TWO@example.com"},
+                      {"marketo_id": 9, "email": "two@example.com"}, {"marketo_id": 10, "email": "taken@example.com"})
+    plan, unmatched = match_existing(CONTACT, creates, people, {10: Link("lead", "l1", 10)})
+    [link] = plan.marketo_writes
+    assert (link["op"], link["marketo_id"], link["dynamics_id"]) == ("link", 7, "c1")
+    assert link["phone"] == "555", "a Dynamics null never blanks a value Marketo holds"
+    assert "phone" not in json.loads(link["write_fields"])
+    assert [(a.activity_type, a.dynamics_id) for a in plan.activities] == [
+        ("ambiguous_match", "c2"), ("already_linked", "c3")]
+    assert "lead l1" in plan.activities[1].reason
+    assert [row["dynamics_id"] for row in unmatched] == ["c4"]
