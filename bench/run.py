@@ -3,7 +3,8 @@
 Every scenario runs its DAG through Airflow's scheduler and LocalExecutor (include/runtime/deployment.py),
 triggered and watched over the public REST API, against both sandboxes on loopback. Call counts and limit
 errors come from the sandboxes' /_sandbox/stats; memory is the summed RSS of every process of the run
-(Airflow components, their task processes and both sandboxes), sampled from /proc every 0.25 s.
+(Airflow components, their executor workers and task processes; the sandboxes, which stand in for the
+vendors' servers, are reported apart), sampled from /proc every 0.25 s.
 
 Results go to bench/results/latest.json and a dated copy, with exactly the keys the issue names:
 initial_copy_limited, initial_copy_unlimited, incremental_idle, incremental_1k, incremental_50k (full only),
@@ -53,10 +54,17 @@ def mix(n: int) -> dict[str, int]:
 def seed(boxes: Any, counts: dict[str, int]) -> None:
     boxes.post("dynamics", "/_sandbox/seed", {"entity": "systemuser", "count": counts["systemuser"], "seed": 1})
     boxes.post("dynamics", "/_sandbox/seed", {"entity": "team", "count": counts["team"], "seed": 1})
+    # Accounts with their contacts (parentcustomerid) and an opportunity each, whose contact is the
+    # account's first (so opportunity roles are written); the other contacts belong to no account.
+    per_account = min(counts["contact"] // max(counts["account"], 1), 4)
     boxes.post("dynamics", "/_sandbox/seed", {"entity": "account", "count": counts["account"], "seed": 1,
+                                              "contacts_per_account": per_account, "opportunity_contact": True,
                                               "opportunities_per_account": 1, "owners": "users"})
-    for entity in ("lead", "contact", "new_project"):
-        body: dict[str, Any] = {"entity": entity, "count": counts[entity], "seed": 1}
+    rest = {"lead": (counts["lead"], 0), "contact": (counts["contact"] - per_account * counts["account"],
+                                                     per_account * counts["account"]),
+            "new_project": (counts["new_project"], 0)}
+    for entity, (count, start) in rest.items():
+        body: dict[str, Any] = {"entity": entity, "count": count, "seed": 1, "start": start}
         if entity != "new_project":
             body["owners"] = "users"
         boxes.post("dynamics", "/_sandbox/seed", body)
@@ -75,10 +83,21 @@ def minimum_calls(counts: dict[str, int]) -> tuple[int, int]:
 
 
 class RssSampler:
-    """Peak summed RSS of a set of root processes and all their descendants."""
+    """Peak memory of the product's processes (each root and all its descendants), sampled every 0.25 s.
 
-    def __init__(self, roots: list[int]):
-        self.roots, self.peak_kb, self._stop = roots, 0, threading.Event()
+    `roots` are the product (the Airflow components, whose descendants are the executor's workers and the
+    task processes); `others` are sampled apart (the sandboxes, which stand in for Marketo's and
+    Microsoft's servers). RSS counts a page shared by forked processes once per process, so the summed
+    RSS overstates what the machine holds; PSS (from /proc/PID/smaps_rollup) splits shared pages between
+    their processes and adds up to the memory really used. Both are reported, and the peak per role
+    (Airflow component, executor worker, task) shows where the memory is.
+    """
+
+    def __init__(self, roots: list[int], others: list[int] | None = None):
+        self.roots, self.others = roots, others or []
+        self.peak_kb = self.peak_pss_kb = self.others_peak_kb = 0
+        self.by_role_kb: dict[str, int] = {}
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> RssSampler:
@@ -93,35 +112,78 @@ class RssSampler:
     def peak_mb(self) -> float:
         return round(self.peak_kb / 1024, 1)
 
+    def report(self) -> dict[str, Any]:
+        return {"peak_rss_mb": self.peak_mb, "peak_pss_mb": round(self.peak_pss_kb / 1024, 1),
+                "peak_rss_mb_by_role": {k: round(v / 1024, 1) for k, v in sorted(self.by_role_kb.items())},
+                "sandboxes_peak_rss_mb": round(self.others_peak_kb / 1024, 1)}
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_kb = max(self.peak_kb, _tree_rss_kb(self.roots))
+            table = _process_table()
+            product = _descendants(self.roots, table)
+            self.peak_kb = max(self.peak_kb, sum(table[p][1] for p in product))
+            self.peak_pss_kb = max(self.peak_pss_kb, sum(_pss_kb(p) for p in product))
+            self.others_peak_kb = max(self.others_peak_kb,
+                                      sum(table[p][1] for p in _descendants(self.others, table)))
+            roles: dict[str, int] = {}
+            for pid in product:
+                role = _role(table[pid][2])
+                roles[role] = roles.get(role, 0) + table[pid][1]
+            for role, kb in roles.items():
+                self.by_role_kb[role] = max(self.by_role_kb.get(role, 0), kb)
             self._stop.wait(0.25)
 
 
-def _tree_rss_kb(roots: list[int]) -> int:
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, RSS in kB, command line)."""
+    table: dict[int, tuple[int, int, str]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             text = Path(entry.path, "status").read_text()
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        pid = int(entry.name)
-        parents[pid] = int(fields.get("PPid", "0").strip())
-        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
-    wanted = set(roots)
+        rss = int(fields["VmRSS"].split()[0]) if "VmRSS" in fields else 0
+        table[int(entry.name)] = (int(fields.get("PPid", "0").strip()), rss, cmdline)
+    return table
+
+
+def _descendants(roots: list[int], table: dict[int, tuple[int, int, str]]) -> set[int]:
+    wanted = {pid for pid in roots if pid in table}
     changed = True
     while changed:
         changed = False
-        for pid, parent in parents.items():
+        for pid, (parent, _, _) in table.items():
             if parent in wanted and pid not in wanted:
                 wanted.add(pid)
                 changed = True
-    return sum(rss.get(pid, 0) for pid in wanted)
+    return wanted
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _role(cmdline: str) -> str:
+    """What an Airflow process is, from its title (Airflow 3 retitles its workers and task processes)."""
+    if "LocalExecutor" in cmdline:
+        return "executor workers"
+    if cmdline.startswith("airflow worker --"):
+        return "tasks"
+    for role, marks in (("api-server", ("api_server", "api-server")), ("dag-processor", ("dag-processor",
+                        "dag_processor", "DagFileProcessor")), ("scheduler", ("scheduler", "serve-logs"))):
+        if any(mark in cmdline for mark in marks):
+            return role
+    return "other"
 
 
 class Bench:
@@ -150,8 +212,12 @@ class Bench:
         database = f"dynamics_sync_bench_{self.mode}"
         recreate_postgres_database(database)
         self.airflow = Deployment(home=self.root / "airflow", db_url=postgres_url(database), port=free_port())
+        # marketo_default lives in the metadata DB, as a connection made in the UI would, so each scenario
+        # can set its client-side limits without restarting Airflow (an environment variable would win).
+        self.marketo_conn = json.loads(os.environ.pop(f"AIRFLOW_CONN_{connections.MARKETO_CONN.upper()}"))
         self.airflow.prepare()
         self.airflow.start()
+        self.airflow.api("POST", "/connections", json=self._marketo_conn_body({}))
         for dag_id in ("dynamics_initial_sync", "dynamics_incremental_sync", "sync_person_to_dynamics"):
             self.airflow.wait_for_dag(dag_id)
 
@@ -160,9 +226,27 @@ class Bench:
         self.boxes.stop()
 
     def processes(self) -> list[int]:
-        return [os.getpid(), *[p.pid for p in self.airflow.procs.values()], *[p.pid for p in self.boxes.procs]]
+        """The product: every Airflow component (the executor's workers and task processes are their children)."""
+        return [p.pid for p in self.airflow.procs.values()]
+
+    def sandbox_processes(self) -> list[int]:
+        return [p.pid for p in self.boxes.procs]
+
+    def _marketo_conn_body(self, extra: dict[str, Any]) -> dict[str, Any]:
+        conn = self.marketo_conn
+        return {"connection_id": "marketo_default", "conn_type": conn["conn_type"], "host": conn["host"],
+                "login": conn["login"], "password": conn["password"], "extra": json.dumps({**conn["extra"], **extra})}
 
     def limits(self, real: bool) -> None:
+        """Both sandboxes' limits, and the client-side limits of the Marketo connection to match.
+
+        Limited: the connection takes the whole published rate less 5% for timing jitter (95 calls a 20 s
+        window; the product's default, 80, leaves room for the customer's other integrations) and the
+        marketo_api pool's 4 tasks x 2 calls stay under the 10 concurrent calls. Unlimited: no client-side
+        window either, as a connection for an instance with no limit would be set.
+        """
+        extra = {"calls_per_20s": 95} if real else {"calls_per_20s": 1_000_000, "max_concurrent": 4}
+        self.airflow.api("PATCH", "/connections/marketo_default", json=self._marketo_conn_body(extra))
         if real:
             self.boxes.post("marketo", "/_sandbox/limits", {"calls_per_20s": 100, "max_concurrent": 10,
                                                             "daily_quota": 50_000,
@@ -196,23 +280,22 @@ class Bench:
         seed(self.boxes, counts)
         self.limits(real)
         self.reset_counters()
-        with RssSampler(self.processes()) as rss:
+        with RssSampler(self.processes(), self.sandbox_processes()) as rss:
             state, wall = self.airflow.run("dynamics_initial_sync", {"force": True}, timeout=6 * 3600)
         calls = self.counters()
         print(f"initial copy of {n:,} ({'limited' if real else 'unlimited'}): {state} in {wall:.1f} s, {calls}, "
-              f"peak RSS {rss.peak_mb} MB", flush=True)
+              f"memory {rss.report()}", flush=True)
         if state != "success":
             raise RuntimeError(f"the initial copy failed; see {self.root / 'airflow' / 'logs'}")
         if not real:
-            return {"records": n, "wall_s": round(wall, 1), "records_per_s": round(n / wall, 1),
-                    "peak_rss_mb": rss.peak_mb}
+            return {"records": n, "wall_s": round(wall, 1), "records_per_s": round(n / wall, 1), **rss.report()}
         marketo_min, dynamics_min = minimum_calls(counts)
         floor = max(calls["marketo_calls"] / MARKETO_RATE, calls["dynamics_calls"] / DYNAMICS_RATE)
         return {"records": n, "wall_s": round(wall, 1), **{k: calls[k] for k in ("marketo_calls",)},
                 "marketo_calls_min": marketo_min, "dynamics_calls": calls["dynamics_calls"],
                 "dynamics_calls_min": dynamics_min, "api_floor_s": round(floor, 1),
                 "floor_ratio": round(wall / floor, 2) if floor else None, "limit_errors": calls["limit_errors"],
-                "peak_rss_mb": rss.peak_mb}
+                **rss.report()}
 
     def incremental(self, changes: int) -> dict[str, Any]:
         if changes:

@@ -52,7 +52,9 @@ class Deployment:
     db_url: str
     port: int
     extra_env: dict[str, str] = field(default_factory=dict)
-    parallelism: int = 8
+    # Four tasks at once: the marketo_api pool's 4 slots, on 2 cores. Each LocalExecutor worker is a
+    # process of its own (about 150 MB), so more slots than tasks that can run only cost memory.
+    parallelism: int = 4
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -82,6 +84,8 @@ class Deployment:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            # Three DAG files: one parsing process is enough, and each costs a process (about 190 MB).
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
             **self.extra_env,

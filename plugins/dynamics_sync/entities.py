@@ -176,16 +176,37 @@ def entity_order(path: Path | None = None) -> dict[str, list[str]]:
     `depends_on`. Edges that would form a cycle are left out here; load_entities reports the cycle.
     """
     raw = _read(path or config_path())["entities"]
-    order: dict[str, list[str]] = {}
+    order = {name: [*read, *[d for d in converted if d not in read]]
+             for name, (read, converted) in _edges(raw).items()}
+    return {name: [d for d in deps if not _reaches(order, d, name)] for name, deps in order.items()}
+
+
+def extract_order(path: Path | None = None) -> dict[str, list[str]]:
+    """Of entity_order's edges, those the extract step needs: lookup targets and `depends_on`.
+
+    The entity a record is converted from (a contact's lead) is needed only from transform on, so the
+    contact's extract can read Dynamics while the leads load.
+    """
+    raw = _read(path or config_path())["entities"]
+    edges = _edges(raw)
+    return {name: [d for d in deps if d in edges[name][0]] for name, deps in entity_order(path).items()}
+
+
+def _edges(raw: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
+    """Per entity: (entities its extract reads links of, entities its transform reads links of)."""
+    edges: dict[str, tuple[list[str], list[str]]] = {}
     for name, body in raw.items():
         body = body if isinstance(body, dict) else {}
-        deps = [f.get("lookup") for f in body.get("fields") or [] if isinstance(f, dict) and f.get("lookup")]
-        deps += list(body.get("depends_on") or [])
+        read = [f.get("lookup") for f in body.get("fields") or [] if isinstance(f, dict) and f.get("lookup")]
+        read += list(body.get("depends_on") or [])
         converted = body.get("converted_from")
-        if isinstance(converted, dict) and converted.get("entity"):
-            deps.append(converted["entity"])
-        order[str(name)] = [d for d in dict.fromkeys(map(str, deps)) if d in raw and d != name]
-    return {name: [d for d in deps if not _reaches(order, d, name)] for name, deps in order.items()}
+        later = [converted["entity"]] if isinstance(converted, dict) and converted.get("entity") else []
+
+        def known(deps: list[Any], name: str = str(name)) -> list[str]:
+            return [d for d in dict.fromkeys(map(str, deps)) if d in raw and d != name]
+
+        edges[str(name)] = (known(read), known(later))
+    return edges
 
 
 def _reaches(order: dict[str, list[str]], start: str, goal: str) -> bool:

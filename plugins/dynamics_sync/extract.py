@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,14 +140,28 @@ def dynamics_record(hook: DynamicsHook, spec: EntitySpec, record_id: str) -> pd.
     return _dynamics_frame(spec, [row])
 
 
-def dynamics_full(hook: DynamicsHook, spec: EntitySpec) -> DynamicsExtract:
-    """Every row of the entity, with change tracking on so the last page hands back a delta link."""
+def dynamics_full_parts(hook: DynamicsHook, spec: EntitySpec, part_rows: int) -> Iterator[DynamicsExtract]:
+    """Every row of the entity, `part_rows` rows a frame (whole pages), so no step holds the whole table.
+
+    Change tracking is on, so the last page (and so the last part) hands back the delta link.
+    """
     rows: list[dict[str, Any]] = []
-    delta = None
+    parts = 0
     for page, delta_link in hook.pages(spec.entity_set, params={"$select": _select(spec)}, track_changes=True):
         rows.extend(page)
-        delta = delta_link or delta
-    return DynamicsExtract(_dynamics_frame(spec, rows), delta)
+        if delta_link or len(rows) >= part_rows:
+            yield DynamicsExtract(_dynamics_frame(spec, rows), delta_link)
+            rows, parts = [], parts + 1
+    if rows or not parts:  # always at least one part, so the later steps always commit
+        yield DynamicsExtract(_dynamics_frame(spec, rows), None)
+
+
+def dynamics_full(hook: DynamicsHook, spec: EntitySpec) -> DynamicsExtract:
+    """Every row of the entity in one frame, and the delta link to read changes from next time."""
+    parts = list(dynamics_full_parts(hook, spec, part_rows=2**62))
+    frames = [p.rows for p in parts if len(p.rows)]
+    rows = pd.concat(frames, ignore_index=True) if frames else _dynamics_frame(spec, [])
+    return DynamicsExtract(rows, next((p.delta_link for p in reversed(parts) if p.delta_link), None))
 
 
 def dynamics_delta(hook: DynamicsHook, delta_link: str) -> tuple[list[dict[str, Any]], str | None]:

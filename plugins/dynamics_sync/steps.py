@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ SCHEMA = "schema"  # watermarks side holding the Dynamics column types of the la
 MARKETO_OVERLAP = dt.timedelta(seconds=60)
 # An entity's lock outlives a crashed run by this much at most; a healthy run releases it at its load commit.
 LOCK_TTL = dt.timedelta(seconds=float(os.environ.get("DYNAMICS_SYNC_LOCK_TTL_S", 3600)))
+# Rows per part of an initial copy: what one step holds in memory at a time (whole Dataverse pages).
+PART_ROWS_ENV, PART_ROWS = "DYNAMICS_SYNC_PART_ROWS", 50_000
 
 
 @dataclass
@@ -97,10 +100,9 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     spec = metadata.assumed(configured, last)
     mkto_rows, events = extract.marketo_people_empty(spec), pd.DataFrame(columns=extract.EVENT_COLUMNS)
     mkto_info: dict[str, Any] = {}
+    dyn = extract.dynamics_frame(spec, [], None)
     if mode == INITIAL:
         schema, spec = _schema(dynamics, marketo, configured, last)
-        dyn = extract.dynamics_full(dynamics, spec)
-        marks = {"dynamics": dyn.delta_link}
         if spec.is_person:
             marks["marketo"] = extract.MarketoMark(since=started - MARKETO_OVERLAP).dumps()
     else:
@@ -112,6 +114,8 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
             )
         interval = bool(run.interval_end and synced_at and run.interval_start and run.interval_end < synced_at)
         mark = extract.MarketoMark.loads(marketo_mark) if marketo_mark else None
+        if mark is not None and mark.copied_until is not None:
+            mark.copied_until = _copies_end(store, mark.copied_until)
         if interval:
             log.info("%s: re-syncing the older interval %s .. %s (watermarks stay where they are)",
                      spec.name, run.interval_start, run.interval_end)
@@ -139,14 +143,6 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
             # Something changed: now the schema is worth its calls (types, rules, access, drift).
             schema, spec = _schema(dynamics, marketo, configured, last)
             dyn = extract.dynamics_frame(spec, raw, delta)
-    dyn.rows, reference_activities = references.resolve(dyn.rows, spec, store, dynamics)
-    counts = {
-        "dynamics_rows": len(dyn.rows),
-        "dynamics_deleted": dyn.deleted,
-        "marketo_rows": len(mkto_rows),
-        **mkto_info,
-    }
-    log.info("%s extract: %s (Dynamics calls %d, Marketo calls %d)", spec.name, counts, dynamics.calls, marketo.calls)
     if mode == INCREMENTAL and not interval and schema is None:
         # Nothing changed on either side: record the cycle and the new watermarks here, and end the entity's
         # run (the task returns nothing, so transform, validate and load are skipped without starting).
@@ -154,24 +150,59 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         store.commit_load(run.ctx, summaries=_summaries(spec, echoes), release=spec.name,
                           marks={(spec.name, side): v for side, v in marks.items() if v})
         store.dispose()
-        log.info("%s: nothing changed on either side; watermarks advanced, nothing else to do", spec.name)
+        log.info("%s extract: nothing changed on either side (Dynamics calls %d, Marketo calls %d); watermarks "
+                 "advanced, nothing else to do", spec.name, dynamics.calls, marketo.calls)
         return {}
+    # The initial copy reads the table a part at a time; every later step works part by part too.
+    parts = (extract.dynamics_full_parts(dynamics, spec, int(os.environ.get(PART_ROWS_ENV, PART_ROWS)))
+             if mode == INITIAL else [dyn])
+    staged: dict[str, list[str]] = {"dynamics": [], "extract_activities": []}
+    rows = deleted = 0
+    for i, part in enumerate(parts):
+        frame, reference_activities = references.resolve(part.rows, spec, store, dynamics)
+        staged["dynamics"].append(stage(run, spec, _part("dynamics_rows", i), frame))
+        staged["extract_activities"].append(
+            stage(run, spec, _part("extract_activities", i), _activities_frame(reference_activities)))
+        rows, deleted = rows + len(frame), deleted + part.deleted
+        if mode == INITIAL and part.delta_link:
+            marks["dynamics"] = part.delta_link
+    counts = {"dynamics_rows": rows, "dynamics_deleted": deleted, "marketo_rows": len(mkto_rows), **mkto_info}
+    log.info("%s extract: %s in %d part(s) (Dynamics calls %d, Marketo calls %d)", spec.name, counts,
+             len(staged["dynamics"]), dynamics.calls, marketo.calls)
     store.dispose()
     return {
         "entity": spec.name,
         "mode": mode,
         "interval": interval,
         # Only to tell echoes of the sync's own Dynamics writes apart in the counts: asked only when needed.
-        "sync_user_id": dynamics.who_am_i() if mode == INCREMENTAL and len(dyn.rows) else None,
-        "dynamics": stage(run, spec, "dynamics_rows", dyn.rows),
+        "sync_user_id": dynamics.who_am_i() if mode == INCREMENTAL and rows else None,
+        **staged,
         "marketo": stage(run, spec, "marketo_rows", mkto_rows),
         "events": stage(run, spec, "marketo_events", events),
         "marks": {k: v for k, v in marks.items() if v},
         "schema": schema,
         "field_problems": [asdict(p) for p in metadata.new_problems(configured, schema)] if schema else [],
-        "extract_activities": stage(run, spec, "extract_activities", _activities_frame(reference_activities)),
         "counts": counts,
     }
+
+
+def _copies_end(store: StateStore, own: dt.datetime) -> dt.datetime:
+    """When the last initial copy of a person entity ended, if its first cycle is still to come.
+
+    Leads and contacts are people in one Marketo database: the New Lead activities of the contact copy
+    come after the lead copy's end, so every person entity reads field changes only up to the latest end.
+    """
+    ends = [own]
+    for spec in load_entities().values():
+        text = store.watermark(spec.name, "marketo") if spec.is_person else None
+        other = extract.MarketoMark.loads(text) if text else None
+        if other is not None and other.token is None and other.copied_until is not None:
+            ends.append(other.copied_until)
+    return max(ends)
+
+
+def _part(name: str, index: int) -> str:
+    return f"{name}_{index:04d}"
 
 
 # ---- transform / conflict-resolve ----------------------------------------------------------------------
@@ -185,8 +216,39 @@ def _spec(entity: str, xcom: dict[str, Any]) -> EntitySpec:
 def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     spec = _spec(entity, extracted)
     store = StateStore.from_connection()
-    dynamics = read_frame(extracted["dynamics"])
-    marketo = read_frame(extracted["marketo"])
+    staged: dict[str, list[str]] = {name: [] for name in (*transform.FRAMES, "plan_activities")}
+    counts: Counter[str] = Counter()
+    for i, (dynamics_path, activities_path) in enumerate(zip(extracted["dynamics"], extracted["extract_activities"],
+                                                             strict=True)):
+        # Marketo's side (incremental runs only, which have a single part) is planned with the first part.
+        plan = _plan(spec, extracted, store, read_frame(dynamics_path), first=i == 0)
+        plan.activities[:0] = _activities(read_frame(activities_path))
+        if i == 0:
+            plan.activities[:0] = [
+                Activity(p["kind"], spec.name, None, field=p["field"], reason=p["reason"] + "; left out of this run")
+                for p in extracted.get("field_problems") or []
+            ]
+            plan.counts["echoes"] += int(extracted["counts"].get("marketo_echoes_not_read", 0))
+        frames = plan.frames(spec)
+        for name, frame in frames.items():
+            staged[name].append(stage(run, spec, _part(name, i), frame))
+        staged["plan_activities"].append(stage(run, spec, _part("plan_activities", i),
+                                               _activities_frame(plan.activities)))
+        counts.update({"to_marketo": len(frames["marketo_writes"]), "to_dynamics": len(frames["dynamics_writes"]),
+                       "snapshot_refresh": len(frames["refresh"]), **plan.counts})
+    store.dispose()
+    log.info("%s transform: %s in %d part(s)", spec.name, dict(counts), len(extracted["dynamics"]))
+    return {
+        **{k: extracted[k] for k in ("entity", "mode", "interval", "marks", "schema")},
+        **staged,
+        "counts": dict(counts),
+    }
+
+
+def _plan(spec: EntitySpec, extracted: dict[str, Any], store: StateStore, dynamics: pd.DataFrame,
+          first: bool) -> transform.Plan:
+    """The write plan of one part, against the links the state store holds for its records."""
+    marketo = read_frame(extracted["marketo"]) if first else pd.DataFrame()
     links = store.links_by_dynamics(spec.name, dynamics.get("dynamics_id", pd.Series(dtype=object)))
     linked_marketo = store.links_by_marketo(int(m) for m in marketo.get("marketo_id", []) if m is not None)
     links.update({link.dynamics_id: link for link in linked_marketo.values() if link.entity == spec.name})
@@ -195,35 +257,16 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
         sources = [v for v in dynamics["converted_from"].dropna().unique() if v]
         converted = store.links_by_dynamics(spec.converted_from[0], sources)
     if extracted["mode"] == INITIAL:
-        plan = transform.plan_initial(spec, dynamics, links, converted)
-    else:
-        events = read_frame(extracted["events"])
-        event_ids = [int(e["marketo_id"]) for e in events.to_dict("records")]
-        event_ids += [int(x) for e in events.to_dict("records") for x in json.loads(e["losers"])]
-        linked_marketo.update(store.links_by_marketo(event_ids))
-        plan = transform.plan_incremental(
-            spec, dynamics, marketo, links, linked_marketo, extracted.get("sync_user_id"), events, converted
-        )
-    store.dispose()
-    plan.activities[:0] = [
-        Activity(p["kind"], spec.name, None, field=p["field"], reason=p["reason"] + "; left out of this run")
-        for p in extracted.get("field_problems") or []
-    ] + _activities(read_frame(extracted.get("extract_activities")))
-    plan.counts["echoes"] += int(extracted["counts"].get("marketo_echoes_not_read", 0))
-    frames = plan.frames(spec)
-    counts = {
-        "to_marketo": len(frames["marketo_writes"]),
-        "to_dynamics": len(frames["dynamics_writes"]),
-        "snapshot_refresh": len(frames["refresh"]),
-        **dict(plan.counts),
-    }
-    log.info("%s transform: %s", spec.name, counts)
-    return {
-        **{k: extracted[k] for k in ("entity", "mode", "interval", "marks", "schema")},
-        **{name: stage(run, spec, name, frame) for name, frame in frames.items()},
-        "plan_activities": stage(run, spec, "plan_activities", _activities_frame(plan.activities)),
-        "counts": counts,
-    }
+        return transform.plan_initial(spec, dynamics, links, converted)
+    events = read_frame(extracted["events"])
+    event_ids = [int(e["marketo_id"]) for e in events.to_dict("records")]
+    event_ids += [int(x) for e in events.to_dict("records") for x in json.loads(e["losers"])]
+    linked_marketo.update(store.links_by_marketo(event_ids))
+    if marketo.empty:
+        marketo = extract.marketo_people_empty(spec)
+    return transform.plan_incremental(
+        spec, dynamics, marketo, links, linked_marketo, extracted.get("sync_user_id"), events, converted
+    )
 
 
 # ---- validate --------------------------------------------------------------------------------------------
@@ -232,13 +275,19 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
 def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     spec = _spec(entity, transformed)
     keep = ("entity", "mode", "interval", "marks", "schema", "refresh", "plan_activities")
-    out = {k: transformed[k] for k in keep}
+    out: dict[str, Any] = {k: transformed[k] for k in keep}
     counts = dict(transformed["counts"])
     for name, side in (("marketo_writes", "marketo"), ("dynamics_writes", "dynamics")):
-        split = validate.split_invalid(read_frame(transformed[name]), spec, side)
-        out[name] = stage(run, spec, f"{name}_valid", split.good)
-        out[f"{name}_rejected"] = stage(run, spec, f"{name}_rejected", split.bad)
-        counts[f"{name}_valid"], counts[f"{name}_rejected"] = len(split.good), len(split.bad)
+        out[name], out[f"{name}_rejected"] = [], []
+        counts[f"{name}_valid"] = counts[f"{name}_rejected"] = 0
+        paths = transformed[name]
+        for i, path in enumerate(paths):
+            # Data Docs show the suite's last run: rebuilt once, with the last part.
+            split = validate.split_invalid(read_frame(path), spec, side, data_docs=i == len(paths) - 1)
+            out[name].append(stage(run, spec, _part(f"{name}_valid", i), split.good))
+            out[f"{name}_rejected"].append(stage(run, spec, _part(f"{name}_rejected", i), split.bad))
+            counts[f"{name}_valid"] += len(split.good)
+            counts[f"{name}_rejected"] += len(split.bad)
     log.info("%s validate: %s", spec.name, counts)
     return {**out, "counts": counts}
 
@@ -246,38 +295,79 @@ def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dic
 # ---- load ------------------------------------------------------------------------------------------------
 
 
+LOAD_INPUTS = ("plan_activities", "marketo_writes_rejected", "dynamics_writes_rejected", "marketo_writes",
+               "dynamics_writes", "refresh")
+
+
 def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str, Any]:
+    """Write each part and commit what it did; the last part's commit also advances the watermarks.
+
+    A part's links, snapshots and activity rows are committed as soon as it is written, so a copy that
+    stops (a crash, the daily budget) keeps what landed: its rerun finds those records linked and leaves
+    the ones whose values it already holds alone. The watermarks move only with the last part.
+    """
     spec = _spec(entity, validated)
     store = StateStore.from_connection()
-    activities = _activities(read_frame(validated["plan_activities"]))
-    rejected_m = read_frame(validated["marketo_writes_rejected"])
-    rejected_d = read_frame(validated["dynamics_writes_rejected"])
-    activities += load.rejected_activities(spec, rejected_m, transform.TO_MARKETO)
-    activities += load.rejected_activities(spec, rejected_d, transform.TO_DYNAMICS)
+    marketo, dynamics = MarketoHook(), DynamicsHook()
+    parts = list(zip(*(validated[name] for name in LOAD_INPUTS), strict=True))
+    done = {transform.TO_MARKETO: Counter(), transform.TO_DYNAMICS: Counter()}
+    collisions: list[Activity] = []
+    logged, advanced = 0, []
+    for i, paths in enumerate(parts):
+        frames = dict(zip(LOAD_INPUTS, (read_frame(path) for path in paths), strict=True))
+        activities = _activities(frames["plan_activities"])
+        activities += load.rejected_activities(spec, frames["marketo_writes_rejected"], transform.TO_MARKETO)
+        activities += load.rejected_activities(spec, frames["dynamics_writes_rejected"], transform.TO_DYNAMICS)
+        to_marketo = load.load_marketo(marketo, spec, frames["marketo_writes"], store)
+        to_dynamics = load.LoadResult()
+        if not frames["dynamics_writes"].empty:
+            to_dynamics = load.load_dynamics(dynamics, spec, frames["dynamics_writes"])
+        now = dt.datetime.now(dt.UTC)
+        activities += to_marketo.activities + to_dynamics.activities
+        collisions += [a for a in activities if a.activity_type == "collision_resolved"]
+        done[transform.TO_MARKETO].update(created=to_marketo.created, updated=to_marketo.updated,
+                                          rejected=len(frames["marketo_writes_rejected"]) + to_marketo.refused)
+        done[transform.TO_DYNAMICS].update(updated=to_dynamics.updated,
+                                           rejected=len(frames["dynamics_writes_rejected"]) + to_dynamics.refused)
+        last = i == len(parts) - 1
+        marks = _load_marks(spec, validated, entity) if last else {}
+        summaries = _summaries(spec, {
+            transform.TO_MARKETO: {**done[transform.TO_MARKETO], "echoes": validated["counts"].get("echoes", 0)},
+            transform.TO_DYNAMICS: dict(done[transform.TO_DYNAMICS]),
+        }, collisions) if last else []
+        store.commit_load(
+            run.ctx,
+            # Converted leads let go of their person first: one person mirrors one record.
+            links=[*_released_leads(spec, frames["marketo_writes"], to_marketo.links, now), *to_marketo.links,
+                   *to_dynamics.links, *_refresh_links(spec, frames["refresh"], now)],
+            activities=activities,
+            summaries=summaries,
+            marks=marks,
+            release=spec.name if last else None,
+        )
+        if last:
+            advanced = sorted(side for _, side in marks)
+        marketo_activity.post_failures(marketo, activities)
+        logged += len(activities)
+        if len(parts) > 1:
+            log.info("%s load: part %d of %d committed (%s)", spec.name, i + 1, len(parts),
+                     {d: dict(c) for d, c in done.items()})
+    store.dispose()
+    result = {
+        "entity": spec.name,
+        "to_marketo": {k: done[transform.TO_MARKETO][k] for k in ("created", "updated", "rejected")},
+        "to_dynamics": {k: done[transform.TO_DYNAMICS][k] for k in ("updated", "rejected")},
+        "collisions": len(collisions),
+        "echoes": validated["counts"].get("echoes", 0),
+        "activities": logged,
+        "watermarks_advanced": advanced,
+    }
+    log.info("%s load: %s", spec.name, result)
+    return result
 
-    marketo_writes = read_frame(validated["marketo_writes"])
-    to_marketo = load.load_marketo(MarketoHook(), spec, marketo_writes, store)
-    to_dynamics = load.LoadResult()
-    dynamics_writes = read_frame(validated["dynamics_writes"])
-    if not dynamics_writes.empty:
-        to_dynamics = load.load_dynamics(DynamicsHook(), spec, dynamics_writes)
-    now = dt.datetime.now(dt.UTC)
-    refresh = [
-        Link(spec.name, r["dynamics_id"], int(r["marketo_id"]) if r["marketo_id"] is not None else None,
-             _json(r["snap_dynamics"]), _json(r["snap_marketo"]), deleted_at=now if r.get("deleted_side") else None,
-             deleted_side=r.get("deleted_side"), marketo_object=spec.marketo_object,
-             paused=None if r.get("paused") is None else bool(r["paused"]))
-        for r in read_frame(validated["refresh"]).to_dict("records")
-    ]
-    activities += to_marketo.activities + to_dynamics.activities
-    counts = validated["counts"]
-    collisions = [a for a in activities if a.activity_type == "collision_resolved"]
-    summaries = _summaries(spec, {
-        transform.TO_MARKETO: {"created": to_marketo.created, "updated": to_marketo.updated,
-                               "rejected": len(rejected_m) + to_marketo.refused,
-                               "echoes": counts.get("echoes", 0)},
-        transform.TO_DYNAMICS: {"updated": to_dynamics.updated, "rejected": len(rejected_d) + to_dynamics.refused},
-    }, collisions)
+
+def _load_marks(spec: EntitySpec, validated: dict[str, Any], entity: str) -> dict[tuple[str, str], str | None]:
+    """The watermarks a load advances (none for an older interval), plus the schema baseline."""
     marks = {} if validated["interval"] else {(spec.name, side): v for side, v in validated["marks"].items()}
     if validated["mode"] == INITIAL and (spec.name, "marketo") in marks:
         # The copy's own creates end here: the first cycle reads only field changes up to this moment.
@@ -286,30 +376,17 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
         marks[(spec.name, "marketo")] = mark.dumps()
     if validated.get("schema"):
         marks[(spec.name, SCHEMA)] = json.dumps(metadata.baseline(load_entities()[entity], validated["schema"]))
-    store.commit_load(
-        run.ctx,
-        # Converted leads let go of their person first: one person mirrors one record.
-        links=[*_released_leads(spec, marketo_writes, to_marketo.links, now), *to_marketo.links,
-               *to_dynamics.links, *refresh],
-        activities=activities,
-        summaries=summaries,
-        marks=marks,
-        release=spec.name,
-    )
-    store.dispose()
-    marketo_activity.post_failures(MarketoHook(), activities)
-    result = {
-        "entity": spec.name,
-        "to_marketo": {"created": to_marketo.created, "updated": to_marketo.updated,
-                       "rejected": summaries[0]["rejected"]},
-        "to_dynamics": {"updated": to_dynamics.updated, "rejected": len(rejected_d) + to_dynamics.refused},
-        "collisions": len(collisions),
-        "echoes": counts.get("echoes", 0),
-        "activities": len(activities),
-        "watermarks_advanced": sorted(side for _, side in marks),
-    }
-    log.info("%s load: %s", spec.name, result)
-    return result
+    return marks
+
+
+def _refresh_links(spec: EntitySpec, refresh: pd.DataFrame, now: dt.datetime) -> list[Link]:
+    return [
+        Link(spec.name, r["dynamics_id"], int(r["marketo_id"]) if r["marketo_id"] is not None else None,
+             _json(r["snap_dynamics"]), _json(r["snap_marketo"]), deleted_at=now if r.get("deleted_side") else None,
+             deleted_side=r.get("deleted_side"), marketo_object=spec.marketo_object,
+             paused=None if r.get("paused") is None else bool(r["paused"]))
+        for r in refresh.to_dict("records")
+    ]
 
 
 def _summaries(spec: EntitySpec, done: dict[str, dict[str, int]],

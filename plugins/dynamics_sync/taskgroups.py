@@ -16,7 +16,7 @@ from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, TaskGroup,
 from airflow.sdk.exceptions import AirflowSkipException
 
 from dynamics_sync import steps
-from dynamics_sync.entities import ConfigError, entity_names, entity_order
+from dynamics_sync.entities import ConfigError, entity_names, entity_order, extract_order
 from dynamics_sync.errors import (
     ApiError,
     AuthError,
@@ -80,11 +80,14 @@ def release_lock_on_failure(entity: str) -> Any:
     return callback
 
 
-def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGroup] | None = None) -> TaskGroup:
+def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGroup] | None = None,
+                before_transform: list[TaskGroup] | None = None) -> TaskGroup:
     """extract >> transform (conflict-resolve) >> validate (Great Expectations) >> load, for one entity.
 
     `selected` (an upstream task's list of entity names) skips the whole group when the entity is not in
-    it. `after`: the groups of the entities this one points at, which load first. Returns the group.
+    it. `after`: the groups of the entities this one points at, which load before it extracts;
+    `before_transform`: those only its transform needs (the lead a contact was qualified from), so its
+    extract overlaps their loads. Returns the group.
     """
     released = release_lock_on_failure(entity)
     with TaskGroup(group_id=entity, tooltip=f"sync {entity}: extract, transform, validate, load") as group:
@@ -115,16 +118,23 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
 
         extracted = extract(selected)
         if after:
-            # all_done: an entity whose upstream entity failed still syncs (its references to the failed
-            # entity's records are left empty and reported), so one bad entity never stalls the others.
-            gate = EmptyOperator(task_id="after_upstream_entities", trigger_rule=TriggerRule.ALL_DONE,
-                                 doc_md="Waits for the entities this one points at: " +
-                                        ", ".join(g.group_id for g in after))
-            for upstream in after:
-                upstream >> gate
-            gate >> extracted
-        load(validate(transform(extracted)))
+            _gate("after_upstream_entities", "Waits for the entities this one points at: ", after) >> extracted
+        transformed = transform(extracted)
+        if before_transform:
+            _gate("after_converted_from", "Waits for the entities this one's records are qualified from: ",
+                  before_transform) >> transformed
+        load(validate(transformed))
     return group
+
+
+def _gate(task_id: str, doc: str, upstream: list[TaskGroup]) -> EmptyOperator:
+    """all_done: an entity whose upstream entity failed still syncs (its references to the failed entity's
+    records are left empty and reported), so one bad entity never stalls the others."""
+    gate = EmptyOperator(task_id=task_id, trigger_rule=TriggerRule.ALL_DONE,
+                         doc_md=doc + ", ".join(g.group_id for g in upstream))
+    for group in upstream:
+        group >> gate
+    return gate
 
 
 def entity_syncs(mode: str, selected: Any = None) -> dict[str, TaskGroup]:
@@ -133,13 +143,14 @@ def entity_syncs(mode: str, selected: Any = None) -> dict[str, TaskGroup]:
     Accounts and users come before the people and opportunities that reference them, a lead before the
     contact it may be qualified into (see entities.entity_order).
     """
-    order = entity_order()
+    order, reads = entity_order(), extract_order()
     groups: dict[str, TaskGroup] = {}
     pending = list(entity_names())
     while pending:  # dependencies first (entity_order has no cycles)
         name = next(n for n in pending if all(d in groups for d in order[n]))
         pending.remove(name)
-        groups[name] = entity_sync(name, mode, selected=selected, after=[groups[d] for d in order[name]])
+        groups[name] = entity_sync(name, mode, selected=selected, after=[groups[d] for d in reads[name]],
+                                   before_transform=[groups[d] for d in order[name] if d not in reads[name]])
     watcher = failed_entities()
     for group in groups.values():
         group >> watcher

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynamics_sync.conflict import DYNAMICS, MARKETO, initial_values, merge, normalize
+from dynamics_sync.conflict import DYNAMICS, MARKETO, initial_values, merge, normalize, same
 from dynamics_sync.entities import EntitySpec
 from dynamics_sync.state import Activity, Link
 
@@ -24,6 +24,7 @@ WRITE_META = ["op", "marketo_id", "dynamics_id", "write_fields", "snap_dynamics"
 REFRESH_COLUMNS = ["marketo_id", "dynamics_id", "snap_dynamics", "snap_marketo", "deleted_side", "paused"]
 CONVERTED = "converted"  # deleted_side of a lead link whose person now follows the contact it became
 TO_MARKETO, TO_DYNAMICS = "dynamics_to_marketo", "marketo_to_dynamics"
+FRAMES = ("marketo_writes", "dynamics_writes", "refresh")  # what Plan.frames returns, by name
 
 
 @dataclass
@@ -163,6 +164,11 @@ def _convert(plan: Plan, spec: EntitySpec, dyn: dict[str, Any], values: dict[str
     plan.counts["converted"] += 1
 
 
+def same_values(snapshot: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Whether a snapshot holds exactly these values (every field of `values`, compared as the merge does)."""
+    return all(name in snapshot and same(snapshot[name], value) for name, value in values.items())
+
+
 def explicit_no(value: Any) -> bool:
     """Two Options read back as true/false; staged frames may hand back numpy booleans or 0/1."""
     if value is None or (isinstance(value, float) and value != value):
@@ -211,6 +217,10 @@ def plan_initial(spec: EntitySpec, dynamics: pd.DataFrame, links: dict[str, Link
             continue
         values = _values(dyn, spec)
         writes, after = initial_values(spec.marketo_fields, values, link.marketo_values)
+        if not writes and same_values(link.dynamics_values, values) and same_values(link.marketo_values, after):
+            # Copied already with these values (a copy resumed after a stop, or run again): nothing to do.
+            plan.counts["already_copied"] += 1
+            continue
         plan.marketo_writes.append(
             _write("link", link.marketo_id, link.dynamics_id, list(writes), after, values, after)
         )

@@ -94,12 +94,14 @@ def data_docs_root() -> Path:
     return Path(os.environ.get("DYNAMICS_SYNC_DATA_DOCS") or DEFAULT_DATA_DOCS)
 
 
-def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> dict[int, list[tuple[Rule, Any]]]:
+def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str,
+              data_docs: bool = True) -> dict[int, list[tuple[Rule, Any]]]:
     """Validate `frame` (must carry the KEY column); returns failing row keys with rule and value.
 
     Runs as a GX checkpoint in a file context of its own per suite, so the Data Docs of the suite's last
     run are rebuilt under data_docs_root()/<suite>/ (earlier runs' results are dropped first: the docs
-    show the last run, the activity_log keeps the history).
+    show the last run, the activity_log keeps the history). Without `data_docs` (all but the last part of
+    a big batch) the suite runs and the docs are left for the last part to rebuild.
     """
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
@@ -124,7 +126,8 @@ def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> dict[i
         gx.ValidationDefinition(name=suite_name, data=batch_def, suite=suite)
     )
     checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name=suite_name, validation_definitions=[definition], actions=[UpdateDataDocsAction(name="data_docs")],
+        name=suite_name, validation_definitions=[definition],
+        actions=[UpdateDataDocsAction(name="data_docs")] if data_docs else [],
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [KEY]},
     ))
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
@@ -146,7 +149,7 @@ class Split:
     bad: pd.DataFrame  # the failing rows plus a `reasons` column (JSON list of {field, rule, value, reason})
 
 
-def split_invalid(frame: pd.DataFrame, spec: EntitySpec, side: str) -> Split:
+def split_invalid(frame: pd.DataFrame, spec: EntitySpec, side: str, data_docs: bool = True) -> Split:
     """Split rows bound for `side` into those that may be written and those that must not be."""
     if frame.empty:
         return Split(frame, frame.assign(reasons=pd.Series(dtype=object)))
@@ -158,7 +161,7 @@ def split_invalid(frame: pd.DataFrame, spec: EntitySpec, side: str) -> Split:
     rules = [r for r in rules_for(spec, side, creating) if r.column in checked]
     for column in {r.column for r in rules}:
         checked[column] = checked[column].astype(object)
-    failures = run_suite(checked, rules, f"{spec.name}_to_{side}")
+    failures = run_suite(checked, rules, f"{spec.name}_to_{side}", data_docs)
     if side == "marketo" and creating:
         # Email is needed only to create a Marketo person; an update by id may lack one.
         for key in list(failures):

@@ -283,7 +283,7 @@ def test_a_run_for_an_older_interval_resyncs_that_interval_only(world):
     assert str(backfill.state) == "success"
     extracted = _xcom(backfill, "lead.extract")
     assert extracted["interval"] is True and extracted["marks"] == {}
-    ids = set(read_frame(extracted["dynamics"])["dynamics_id"])
+    ids = {i for path in extracted["dynamics"] for i in read_frame(path)["dynamics_id"]}
     assert leads[6][0] in ids and leads[7][0] not in ids
     assert {side: store.watermark("lead", side) for side in ("dynamics", "marketo")} == marks
 

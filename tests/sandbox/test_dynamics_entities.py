@@ -50,8 +50,19 @@ def test_seed_entity_form_is_deterministic_and_relates_rows(sb: Sandbox) -> None
                    tok).json()["value"]
     assert len(opps) == 2
 
+    assert sb.post("/_sandbox/reset").ok  # each deal of an account with its first contact as the deal's contact
+    _seed(sb, entity="account", count=3, contacts_per_account=2, opportunities_per_account=1, seed=1,
+          opportunity_contact=True)
+    account = sb.call("GET", "accounts(accountnumber='ACC0000001')?$select=name", tok).json()
+    [opp] = sb.call("GET", f"opportunities?$select=_parentcontactid_value&$filter=_parentaccountid_value eq "
+                           f"{account['accountid']}", tok).json()["value"]
+    kids = sb.call("GET", f"contacts?$select=emailaddress1&$filter=_parentcustomerid_value eq {account['accountid']}"
+                          "&$orderby=emailaddress1", tok).json()["value"]
+    assert opp["_parentcontactid_value"] == kids[0]["contactid"]
+
     for bad in ({"entity": "nope", "count": 1}, {"entity": "contact", "count": -1},
-                {"entity": "contact", "count": 1, "contacts_per_account": 2}, {"entity": "lead", "count": 1, "x": 1}):
+                {"entity": "contact", "count": 1, "contacts_per_account": 2}, {"entity": "lead", "count": 1, "x": 1},
+                {"entity": "account", "count": 1, "opportunity_contact": True}):
         r = sb.post("/_sandbox/seed", json=bad)
         assert r.status_code == 400 and r.json()["ok"] is False, bad
     # The original form still works, with the same deterministic e-mails.

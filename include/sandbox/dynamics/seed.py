@@ -10,7 +10,8 @@ stand-in for people editing records in Dynamics, with one executemany in one tra
 Two request forms: the original ``{"leads": L, "contacts": C, "seed": S}`` and the per-table
 ``{"entity": "contact", "count": N, "seed": S, "start": 0, "as": "user"}``; for accounts also
 ``contacts_per_account`` / ``opportunities_per_account`` (children point at their account through
-parentcustomerid / parentaccountid and customerid; account i has accountnumber ``ACC{i:07d}``).
+parentcustomerid / parentaccountid and customerid; with both and ``"opportunity_contact": true``, an
+opportunity's parentcontactid is the first contact of its account; account i has accountnumber ``ACC{i:07d}``).
 Rows are generated and written in chunks of 50,000 so a million rows never sit in memory at once.
 
 The entity form also seeds ``systemuser`` and ``team`` rows (see ``seed_principals``) and custom
@@ -51,7 +52,7 @@ STANDARD = ("lead", "contact", "account", "opportunity")
 PRINCIPALS = ("systemuser", "team")
 SEEDABLE = (*STANDARD, *PRINCIPALS, *(tb.logical_name for tb in t.CUSTOM_TABLES))
 _FORM_KEYS = {"entity", "count", "seed", "start", "contacts_per_account", "opportunities_per_account",
-              "contact_start", "as", "owners", "owner_teams", "link_to", "synctomkto"}
+              "contact_start", "as", "owners", "owner_teams", "link_to", "synctomkto", "opportunity_contact"}
 _SYNC_CYCLE = (None, 1, 0)
 
 
@@ -182,6 +183,11 @@ def parse_entity_form(body: dict[str, Any], max_rows: int) -> dict[str, Any]:
         plan[key] = value
     if entity != "account" and (plan["contacts_per_account"] or plan["opportunities_per_account"]):
         raise ValueError("contacts_per_account / opportunities_per_account need entity 'account'")
+    plan["opportunity_contact"] = body.get("opportunity_contact", False)
+    if not isinstance(plan["opportunity_contact"], bool) or (plan["opportunity_contact"] and not (
+            plan["contacts_per_account"] and plan["opportunities_per_account"])):
+        raise ValueError("'opportunity_contact' must be a boolean, and true needs contacts_per_account and "
+                         "opportunities_per_account")
     related = plan["count"] * (1 + plan["contacts_per_account"] + plan["opportunities_per_account"])
     if related > max_rows:
         raise ValueError(f"at most {max_rows} rows per call")
@@ -294,6 +300,9 @@ def seed_entity(store: Store, plan: dict[str, Any], user_id: str, sync_user_id: 
             def opp_parent(i: int, values: dict[str, Any]) -> None:
                 account = _row_id(seed_value, "account", i // per_opp)
                 values["parentaccountid"] = values["customerid"] = account
+                if plan["opportunity_contact"]:  # the deal's contact: the first contact of its account
+                    index = plan["contact_start"] + (i // per_opp - start) * per_contact
+                    values["parentcontactid"] = _row_id(seed_value, "contact", index)
             _insert(store, store.tables["opportunity"], count * per_opp, rng, seed_value, writer,
                     start * per_opp, opp_parent, options)
             result["opportunities"] = count * per_opp
