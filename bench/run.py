@@ -386,14 +386,25 @@ def main(argv: list[str] | None = None) -> int:
     configure(LOCAL / "bench" / "cli-airflow")
     mode = "quick" if args.quick else "full"
     started = time.monotonic()
-    results = Bench(mode).run()
-    results["machine"] = {**machine(), "mode": mode, "total_s": round(time.monotonic() - started, 1),
-                          "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(results, indent=2)
-    (RESULTS / "latest.json").write_text(text + "\n")
-    (RESULTS / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{mode}.json").write_text(text + "\n")
-    print(text)
+    bench = Bench(mode)
+    try:
+        bench.run()
+    finally:
+        # A run that stops half-way keeps the scenarios it finished, in a dated "-partial" file only:
+        # latest.json always holds a whole run.
+        results = {**bench.results, "machine": {
+            **machine(), "mode": mode, "total_s": round(time.monotonic() - started, 1),
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}}
+        wanted = ["initial_copy_limited", "initial_copy_unlimited", "incremental_idle", "incremental_1k",
+                  *(["incremental_50k"] if mode == "full" else []), "sync_person"]
+        complete = all(key in results for key in wanted)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(results, indent=2)
+        stamp = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{mode}"
+        if complete:
+            (RESULTS / "latest.json").write_text(text + "\n")
+        (RESULTS / f"{stamp}{'' if complete else '-partial'}.json").write_text(text + "\n")
+        print(text)
     return 0
 
 
