@@ -174,6 +174,7 @@ def _link_existing(hook: MarketoHook, spec: EntitySpec, rows: list[dict[str, Any
     """
     if not rows:
         return [], set()
+    hook.reserve(_calls(len(rows)), f"{len(rows)} {spec.name} lookups of people Marketo already had")
     people = extract.marketo_people(hook, spec, "email", [row["email"] for row in rows])
     people = people.astype(object).where(people.notna(), None)
     ours = {str(p[spec.link_field]): int(p["marketo_id"]) for p in people.to_dict("records")

@@ -117,8 +117,8 @@ class MarketoHook(BaseHook):
             raise BudgetSpent(
                 f"Marketo daily budget for this sync reached: {what} needs {calls} calls, "
                 f"{self._used_at_start + self.calls} of the {self.daily_budget} budgeted are used today; "
-                "nothing was written, and the next run after the quota resets (midnight US Central) resumes "
-                "from the same watermark"
+                "none of them was made (parts of a copy committed before are kept), and the next run after the "
+                "quota resets (midnight US Central) resumes from the same watermark"
             )
 
     def _access_token(self, force: bool = False) -> str:
