@@ -8,7 +8,8 @@ Marketo never holds a dangling reference (the native sync, for one, leaves owner
 Dynamics owner is a team, not a user).
 
 A field may reach its target two levels away (`through`): a custom entity's account, then that account's
-primary contact. The middle rows are read from Dynamics in one query per 40 ids.
+primary contact. The middle rows are read from Dynamics 300 ids a query (Microsoft.Dynamics.CRM.In, about
+14 KB of the GET URL's 32 KB): a copy of 50,000 projects reads its accounts in 167 calls, not 1,250.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dynamics_sync.entities import EntitySpec, FieldMap, load_entities
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.state import Activity, StateStore
 
-CHUNK = 40
+CHUNK = 300
 
 
 def _middle(hook: DynamicsHook, f: FieldMap, ids: Iterable[str]) -> dict[str, str | None]:
@@ -34,8 +35,9 @@ def _middle(hook: DynamicsHook, f: FieldMap, ids: Iterable[str]) -> dict[str, st
     column = f"_{through.column}_value"
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
+        values = ",".join(f"'{i}'" for i in chunk)
         params = {"$select": f"{through.key},{column}",
-                  "$filter": " or ".join(f"{through.key} eq {i}" for i in chunk)}
+                  "$filter": f"Microsoft.Dynamics.CRM.In(PropertyName='{through.key}',PropertyValues=[{values}])"}
         for rows, _ in hook.pages(through.entity_set, params=params):
             found.update({row[through.key]: row.get(column) for row in rows})
     return found
