@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,10 +159,8 @@ def dynamics_full_parts(hook: DynamicsHook, spec: EntitySpec, part_rows: int) ->
 
 def dynamics_full(hook: DynamicsHook, spec: EntitySpec) -> DynamicsExtract:
     """Every row of the entity in one frame, and the delta link to read changes from next time."""
-    parts = list(dynamics_full_parts(hook, spec, part_rows=2**62))
-    frames = [p.rows for p in parts if len(p.rows)]
-    rows = pd.concat(frames, ignore_index=True) if frames else _dynamics_frame(spec, [])
-    return DynamicsExtract(rows, next((p.delta_link for p in reversed(parts) if p.delta_link), None))
+    [whole] = dynamics_full_parts(hook, spec, part_rows=sys.maxsize)  # one part: the last page ends it
+    return whole
 
 
 def dynamics_delta(hook: DynamicsHook, delta_link: str) -> tuple[list[dict[str, Any]], str | None]:

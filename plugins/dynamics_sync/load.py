@@ -115,8 +115,8 @@ def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame,
         answers = hook.sync_leads([marketo_payload(spec, r) for r in creates], action="createOnly",
                                   lookup_field="email")
         refused = _apply(spec, creates, answers, result)
-        exists = [(row, answer) for row, answer in refused if _codes(answer) & {"1005"}]
-        refused = [pair for pair in refused if not _codes(pair[1]) & {"1005"}]
+        exists = [pair for pair in refused if "1005" in _codes(pair[1])]  # someone has the email already
+        refused = [pair for pair in refused if "1005" not in _codes(pair[1])]
         links, unmatched = _link_existing(hook, spec, [row for row, _ in exists], result, store)
         updates += links
         refused += [pair for pair in exists if pair[0]["dynamics_id"] in unmatched]
