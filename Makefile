@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DAG    ?=
 CONF   ?=
 
-.PHONY: venv demo test sandboxes run bench bench-quick lint clean
+.PHONY: venv system-packages demo test sandboxes run bench bench-quick lint clean
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,13 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# Debian's chromium + chromedriver (browser test of the Sync page) and docker-compose (checks the compose file).
+SYSTEM_PACKAGES := chromium chromium-driver docker-compose
+system-packages:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v docker-compose >/dev/null \
+	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq || true; \
+	       $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); }
 
 demo: venv
 	$(PY) -m include.demo
