@@ -6,8 +6,10 @@ whose email already belongs to exactly one Marketo person is linked to that pers
 duplicate (values Marketo holds where Dynamics has none are kept). Seeds the state store's snapshots and
 both watermarks, so `dynamics_incremental_sync` then moves only what changed.
 
-**Refuses to run over a populated state store** (it would re-copy everything); trigger with
-`{"force": true}` to re-run it on purpose, e.g. after a Dynamics change-tracking token expired.
+**Refuses to copy an entity whose copy finished before** (it would re-copy everything); trigger with
+`{"force": true}` to re-run it on purpose, e.g. after a Dynamics change-tracking token expired. A copy
+that stopped part-way (a killed worker, the Marketo daily budget) is simply triggered again: it resumes,
+and leaves the records it copied already alone.
 
 **Onboarding an entity**: trigger with `{"entities": ["new_project"]}` to copy only the named entities
 (the others are skipped). Their whole history is copied here, never through the 5-minute cycle.

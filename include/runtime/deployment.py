@@ -1,16 +1,21 @@
-"""A real Airflow deployment on this machine: api-server, scheduler and dag-processor with LocalExecutor.
+"""A real Airflow deployment on this machine: api-server, scheduler and dag-processor as separate processes.
 
 Why: dag.test() runs every task in one process, one after another; a deployment runs them as the
 scheduler hands them to the executor, in parallel within the pools, each in its own process. The
 benchmarks (and `make up`) measure and run the product that way. The metadata DB is PostgreSQL (as in
 docker-compose.yaml); the components share one environment (JWT secret, execution API URL), and runs are
 triggered and watched through Airflow's public REST API, as an outside tool would.
+
+The executor is LocalExecutor by default; `executor="CeleryExecutor"` adds a Celery worker process (the
+compose topology: tasks go through a Redis broker to the worker, results come back through the metadata
+DB), so the same product is proven on a distributed engine without Docker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -25,6 +30,7 @@ import requests
 from include.runtime.environment import ROOT
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
+CELERY_WORKER = "celery-worker"
 FINISHED = {"success", "failed"}
 
 
@@ -32,21 +38,55 @@ def postgres_url(database: str, host: str = "127.0.0.1", port: int = 5432, user:
     return f"postgresql+psycopg2://{user}@{host}:{port}/{database}"
 
 
-def recreate_postgres_database(database: str, host: str = "127.0.0.1", port: int = 5432) -> None:
-    """A clean metadata DB for one deployment (the bench's runs never mix with earlier ones)."""
+def _admin(database: str, statements: list[str], host: str, port: int) -> list[Any]:
+    """Run statements about `database` on the server's `postgres` database (CREATE/DROP DATABASE cannot run
+    in a transaction). The name goes into the SQL text, so only plain identifiers are accepted."""
     import psycopg2
 
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", database):
+        raise ValueError(f"not a plain PostgreSQL database name: {database!r}")
     conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres")
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{database}"')
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            results = []
+            for statement in statements:
+                cur.execute(statement)
+                results.append(cur.fetchall() if cur.description else None)
+            return results
+    finally:
+        conn.close()
+
+
+def recreate_postgres_database(database: str, host: str = "127.0.0.1", port: int = 5432) -> None:
+    """A clean metadata DB for one deployment (the bench's runs never mix with earlier ones)."""
+    _admin(database, [f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', f'CREATE DATABASE "{database}"'],
+           host, port)
+
+
+def ensure_postgres_database(database: str, host: str = "127.0.0.1", port: int = 5432) -> bool:
+    """Create `database` unless it exists (what `make up` keeps between sessions); True when it was created."""
+    [found] = _admin(database, [f"SELECT 1 FROM pg_database WHERE datname = '{database}'"], host, port)
+    if found:
+        return False
+    _admin(database, [f'CREATE DATABASE "{database}"'], host, port)
+    return True
+
+
+def drop_postgres_database(database: str, host: str = "127.0.0.1", port: int = 5432) -> None:
+    """Drop a database a test or tool made, even with connections still open (FORCE ends them)."""
+    _admin(database, [f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'], host, port)
 
 
 @dataclass
 class Deployment:
-    """The three Airflow components as child processes sharing one environment."""
+    """The Airflow components as child processes sharing one environment.
+
+    `Deployment(home=..., db_url=..., port=...)` is LocalExecutor (api-server, scheduler, dag-processor).
+    With `executor="CeleryExecutor"` and a `broker_url`, a Celery worker joins them: the scheduler sends
+    every task to `queue` on the broker, only this deployment's worker listens there, and task results
+    come back through the metadata DB (Celery's database result backend), as in docker-compose.yaml.
+    """
 
     home: Path
     db_url: str
@@ -56,10 +96,44 @@ class Deployment:
     # process of its own (about 150 MB), so more slots than tasks that can run only cost memory.
     parallelism: int = 4
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    executor: str = "LocalExecutor"
+    # Celery only: the broker (e.g. redis://127.0.0.1:6379/13), the queue this deployment's tasks go to
+    # and its worker reads (a name of its own keeps other Celery users of the broker apart), and the
+    # worker's slots (the same 4 as LocalExecutor's by default).
+    broker_url: str = ""
+    queue: str = "default"
+    worker_concurrency: int = 4
+    # The port the task log server listens on (the scheduler's with LocalExecutor, the worker's with
+    # Celery). Airflow's default, 8793, would collide between two deployments on one machine.
+    log_server_port: int = 0
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("LocalExecutor", "CeleryExecutor"):
+            raise ValueError(f"executor must be LocalExecutor or CeleryExecutor, not {self.executor!r}")
+        if self.celery and not self.broker_url:
+            raise ValueError("a CeleryExecutor deployment needs broker_url (e.g. redis://127.0.0.1:6379/13)")
+        if not self.log_server_port:
+            from include.runtime.sandboxes import free_port
+
+            self.log_server_port = free_port()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def celery(self) -> bool:
+        return self.executor == "CeleryExecutor"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The processes start() runs, each in a process group of its own."""
+        return (*COMPONENTS, CELERY_WORKER) if self.celery else COMPONENTS
+
+    @property
+    def logs(self) -> Path:
+        """Where each component's stdout/stderr goes (<component>.log); task logs are under home/logs."""
+        return self.home / "component-logs"
 
     def env(self) -> dict[str, str]:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -70,7 +144,7 @@ class Deployment:
         env = {
             **os.environ,
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
@@ -87,9 +161,21 @@ class Deployment:
             # Three DAG files: one parsing process is enough, and each costs a process (about 190 MB).
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_server_port),
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
-            **self.extra_env,
         }
+        if self.celery:
+            env.update({
+                "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+                # The result backend is the metadata DB (Celery's database backend, its own tables).
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.db_url}",
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                # No broadcast (pidbox) or event queues: they are shared by every Celery app of the broker
+                # database, and this deployment needs neither (the scheduler reads results from the DB).
+                "AIRFLOW__CELERY__WORKER_ENABLE_REMOTE_CONTROL": "False",
+            })
+        env.update(self.extra_env)
         return env
 
     def airflow(self, *args: str, timeout: float = 600) -> str:
@@ -108,22 +194,34 @@ class Deployment:
         for name, (slots, description) in POOLS.items():
             self.airflow("pools", "set", name, str(slots), description)
 
+    def _command(self, name: str) -> list[str]:
+        args = [sys.executable, "-m", "airflow"]
+        if name == "api-server":
+            return [*args, name, "--port", str(self.port), "--host", "127.0.0.1", "--workers", "1"]
+        if name == CELERY_WORKER:
+            # No mingle/gossip: they talk to every worker on the broker; this one works alone on its queue.
+            return [*args, "celery", "worker", "--queues", self.queue, "--concurrency",
+                    str(self.worker_concurrency), "--without-mingle", "--without-gossip"]
+        return [*args, name]
+
     def start(self, timeout: float = 120) -> Deployment:
+        """Start every component and wait for the API server; on any failure stop what was started."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> Deployment:
         env = self.env()
-        logs = self.home / "component-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
-            out = (logs / f"{name}.log").open("ab")
-            args = [sys.executable, "-m", "airflow", name]
-            if name == "api-server":
-                args += ["--port", str(self.port), "--host", "127.0.0.1", "--workers", "1"]
-            self.procs[name] = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for name in self.components:
+            with (self.logs / f"{name}.log").open("ab") as out:  # the child keeps its own descriptor
+                self.procs[name] = subprocess.Popen(self._command(name), env=env, stdout=out,
+                                                    stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"airflow {name} exited with {proc.returncode}; see {logs / name}.log")
+            self.check_alive()
             try:
                 if requests.get(f"{self.url}/api/v2/monitor/health", timeout=5).ok:
                     return self
@@ -131,6 +229,12 @@ class Deployment:
                 pass
             time.sleep(1)
         raise TimeoutError(f"the Airflow API server did not answer on {self.url} within {timeout:.0f} s")
+
+    def check_alive(self) -> None:
+        """Raise if a component exited: a deployment with one part missing only looks alive."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow {name} exited with {proc.returncode}; see {self.logs / name}.log")
 
     def stop(self) -> None:
         """Stop every component with its children (task processes): each runs in a process group of its own."""
@@ -142,6 +246,10 @@ class Deployment:
             except subprocess.TimeoutExpired:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait(timeout=10)
+        # A component that exited on SIGTERM may leave a child behind in its group (a task process, a
+        # Celery pool process, the log server): nothing of the group outlives the deployment.
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)
         self.procs.clear()
 
     # ---- the public REST API ----------------------------------------------------------------------
@@ -159,18 +267,21 @@ class Deployment:
             raise RuntimeError(f"{method} {path}: HTTP {response.status_code} {response.text[:500]}")
         return response.json()
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 300) -> None:
-        """Until the dag-processor has parsed `dag_id` (and it is unpaused)."""
+    def wait_for_dag(self, dag_id: str, timeout: float = 300, unpause: bool = True) -> None:
+        """Until the dag-processor has parsed `dag_id` (and it is unpaused, unless `unpause` is False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 dag = self.api("GET", f"/dags/{dag_id}")
-                if dag.get("is_paused"):
-                    self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+                if unpause and dag.get("is_paused"):
+                    self.pause(dag_id, False)
                 return
             except RuntimeError:
                 time.sleep(2)
         raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:.0f} s")
+
+    def pause(self, dag_id: str, paused: bool = True) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         body = {"logical_date": None, "conf": conf or {}}
@@ -191,6 +302,15 @@ class Deployment:
         run_id = self.trigger(dag_id, conf)
         state = self.wait_for_run(dag_id, run_id, timeout)
         return state, time.monotonic() - started
+
+    def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
+        """The DAG's runs (REST filters as keyword arguments, e.g. run_type="scheduled", state="success")."""
+        return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, **params})["dag_runs"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Every task instance of one run, with where it ran (hostname, pid, queue) and how it ended."""
+        body = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        return body["task_instances"]
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

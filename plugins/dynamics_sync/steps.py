@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from dynamics_sync import extract, load, marketo_activity, metadata, references, transform, validate
+from dynamics_sync.failpoints import crash_point
 from dynamics_sync.entities import EntitySpec, load_entities
 from dynamics_sync.errors import RefusedToRun
 from dynamics_sync.hooks.dynamics import DynamicsHook
@@ -170,6 +171,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     log.info("%s extract: %s in %d part(s) (Dynamics calls %d, Marketo calls %d)", spec.name, counts,
              len(staged["dynamics"]), dynamics.calls, marketo.calls)
     store.dispose()
+    crash_point("extract.staged", spec.name)
     return {
         "entity": spec.name,
         "mode": mode,
@@ -238,6 +240,7 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
                        "snapshot_refresh": len(frames["refresh"]), **plan.counts})
     store.dispose()
     log.info("%s transform: %s in %d part(s)", spec.name, dict(counts), len(extracted["dynamics"]))
+    crash_point("transform.staged", spec.name)
     return {
         **{k: extracted[k] for k in ("entity", "mode", "interval", "marks", "schema")},
         **staged,
@@ -289,6 +292,7 @@ def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dic
             counts[f"{name}_valid"] += len(split.good)
             counts[f"{name}_rejected"] += len(split.bad)
     log.info("%s validate: %s", spec.name, counts)
+    crash_point("validate.staged", spec.name)
     return {**out, "counts": counts}
 
 
@@ -335,6 +339,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
             transform.TO_MARKETO: {**done[transform.TO_MARKETO], "echoes": validated["counts"].get("echoes", 0)},
             transform.TO_DYNAMICS: dict(done[transform.TO_DYNAMICS]),
         }, collisions) if last else []
+        crash_point("load.written", spec.name)
         store.commit_load(
             run.ctx,
             # Converted leads let go of their person first: one person mirrors one record.
@@ -345,6 +350,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
             marks=marks,
             release=spec.name if last else None,
         )
+        crash_point("load.committed", spec.name)
         if last:
             advanced = sorted(side for _, side in marks)
         marketo_activity.post_failures(marketo, activities)

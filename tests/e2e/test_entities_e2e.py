@@ -33,10 +33,9 @@ def _link(store: StateStore, entity: str, dynamics_id: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def world(sandboxes: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    state = tmp_path_factory.mktemp("entities") / "state.db"
+def world(sandboxes: Any, new_state: Any) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW_CONN_DYNAMICS_SYNC_STATE", json.dumps({"conn_type": "sqlite", "host": str(state)}))
+        patch.setenv("AIRFLOW_CONN_DYNAMICS_SYNC_STATE", json.dumps(new_state("entities")))
         for box in ("dynamics", "marketo"):
             sandboxes.post(box, "/_sandbox/reset")
         seed = [

@@ -30,10 +30,9 @@ def _links(store: StateStore, entity: str) -> list[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def world(sandboxes: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    state = tmp_path_factory.mktemp("e2e") / "state.db"
+def world(sandboxes: Any, new_state: Any) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW_CONN_DYNAMICS_SYNC_STATE", json.dumps({"conn_type": "sqlite", "host": str(state)}))
+        patch.setenv("AIRFLOW_CONN_DYNAMICS_SYNC_STATE", json.dumps(new_state("e2e")))
         sandboxes.post("dynamics", "/_sandbox/reset")
         sandboxes.post("marketo", "/_sandbox/reset")
         sandboxes.post("dynamics", "/_sandbox/seed", {"leads": LEADS, "contacts": CONTACTS, "seed": 7})
