@@ -11,6 +11,10 @@ Rows that break a Dynamics rule (required field, length, email format) are not w
 to `activity_log` and the rest of the batch goes on. Watermarks advance only in the transaction that
 records what was loaded.
 
+**Dry run**: trigger with `{"dry_run": true}` to see every write the cycle would make (counts and a
+sample payload per entity and direction, in each `load` task's result and log) without writing anything
+or moving a watermark.
+
 A run for an older data interval (a backfill, or a cleared old run) re-syncs records modified in that
 interval and leaves the watermarks alone. `max_active_runs=1`, no catchup.
 """
@@ -24,7 +28,7 @@ from airflow.sdk import DAG
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
 from dynamics_sync.steps import INCREMENTAL
-from dynamics_sync.taskgroups import default_args, entity_syncs
+from dynamics_sync.taskgroups import default_args, dry_run_param, entity_syncs
 
 # DYNAMICS_SYNC_SCHEDULE: another cron (the interval stays 5 minutes), or "none" for triggered runs only
 # (the benchmarks trigger their own cycles).
@@ -38,6 +42,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
+    params={"dry_run": dry_run_param()},
     doc_md=__doc__,
     tags=["dynamics-sync"],
 ):

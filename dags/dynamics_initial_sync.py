@@ -14,6 +14,9 @@ and leaves the records it copied already alone.
 **Onboarding an entity**: trigger with `{"entities": ["new_project"]}` to copy only the named entities
 (the others are skipped). Their whole history is copied here, never through the 5-minute cycle.
 
+**Dry run**: `{"dry_run": true}` reports what the copy would create and link (counts and a sample per
+entity, in each `load` task's result) and writes nothing.
+
 Per entity: `extract` (Dynamics change-tracking read + Marketo lookups by email) >> `transform`
 (plan creates and links) >> `validate` (Great Expectations; failing rows go to `activity_log`) >> `load`
 (Marketo upserts, then links, snapshots and watermarks in one state-store transaction).
@@ -24,7 +27,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param, task
 
 from dynamics_sync.steps import INITIAL
-from dynamics_sync.taskgroups import default_args, entity_syncs
+from dynamics_sync.taskgroups import default_args, dry_run_param, entity_syncs
 
 with DAG(
     dag_id="dynamics_initial_sync",
@@ -36,6 +39,7 @@ with DAG(
         "force": Param(False, type="boolean", description="Run even though the state store is populated."),
         "entities": Param([], type="array", items={"type": "string"},
                           description="Copy only these entities (default: every configured entity)."),
+        "dry_run": dry_run_param(),
     },
     doc_md=__doc__,
     tags=["dynamics-sync"],

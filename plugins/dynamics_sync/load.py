@@ -75,16 +75,23 @@ def marketo_payload(spec: EntitySpec, row: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def object_payload(spec: EntitySpec, row: dict[str, Any]) -> dict[str, Any]:
+    """What Marketo's object upsert gets for one planned write (keyed by our Dynamics id)."""
+    return {spec.key_field: row["dynamics_id"], **dict(spec.constants), **_payload_values(spec, row, _fields(row))}
+
+
+def dynamics_body(spec: EntitySpec, row: dict[str, Any]) -> dict[str, Any]:
+    """What Dynamics' update gets for one planned write: the changed fields, as Dataverse columns."""
+    return spec.to_dynamics({n: row.get(n) for n in _fields(row)})
+
+
 def load_objects(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> LoadResult:
     """Upsert Marketo objects (companies, opportunities, ...) keyed by our Dynamics id."""
     result = LoadResult()
     rows = writes.to_dict("records")
     if rows:
         hook.reserve(-(-len(rows) // BATCH), f"{len(rows)} {spec.marketo_object} upserts")
-    payloads = [
-        {spec.key_field: row["dynamics_id"], **dict(spec.constants), **_payload_values(spec, row, _fields(row))}
-        for row in rows
-    ]
+    payloads = [object_payload(spec, row) for row in rows]
     for row, answer in zip(rows, hook.sync_objects(spec.marketo_object, payloads) if rows else [], strict=True):
         status = answer.get("status")
         if status in ("created", "updated"):
@@ -205,7 +212,7 @@ def load_dynamics(hook: DynamicsHook, spec: EntitySpec, writes: pd.DataFrame) ->
     rows = writes.to_dict("records")
     for start in range(0, len(rows), DYNAMICS_CHUNK):
         chunk = rows[start : start + DYNAMICS_CHUNK]
-        bodies = [(row["dynamics_id"], spec.to_dynamics({n: row.get(n) for n in _fields(row)})) for row in chunk]
+        bodies = [(row["dynamics_id"], dynamics_body(spec, row)) for row in chunk]
         if len(chunk) > 1:
             try:
                 hook.update_multiple(spec.entity_set, spec.logical_name, spec.key, bodies)

@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from dynamics_sync import extract, load, marketo_activity, metadata, references, transform, validate
-from dynamics_sync.failpoints import crash_point
+from dynamics_sync import dry_run, extract, load, marketo_activity, metadata, references, transform, validate
 from dynamics_sync.entities import EntitySpec, load_entities
 from dynamics_sync.errors import RefusedToRun
+from dynamics_sync.failpoints import crash_point
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
 from dynamics_sync.staging import read_frame, run_dir, write_frame
@@ -45,6 +45,8 @@ class RunInfo:
     task_id: str | None = None
     interval_start: dt.datetime | None = None
     interval_end: dt.datetime | None = None
+    # Plan and validate as always, write nothing (no API write, no state-store commit, no watermark).
+    dry_run: bool = False
 
     @property
     def ctx(self) -> RunContext:
@@ -88,7 +90,8 @@ def _schema(dynamics: DynamicsHook, marketo: MarketoHook, spec: EntitySpec,
 def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     configured = load_entities()[entity]
     store = StateStore.from_connection()
-    store.acquire_lock(configured.name, run.ctx, LOCK_TTL)
+    if not run.dry_run:  # a dry run writes nothing, so it may look while a real run works
+        store.acquire_lock(configured.name, run.ctx, LOCK_TTL)
     dynamics, marketo = DynamicsHook(), MarketoHook()
     started = _now()
     last_text = store.watermark(configured.name, SCHEMA)
@@ -148,8 +151,9 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         # Nothing changed on either side: record the cycle and the new watermarks here, and end the entity's
         # run (the task returns nothing, so transform, validate and load are skipped without starting).
         echoes = {transform.TO_MARKETO: {"echoes": int(mkto_info.get("marketo_echoes_not_read", 0))}}
-        store.commit_load(run.ctx, summaries=_summaries(spec, echoes), release=spec.name,
-                          marks={(spec.name, side): v for side, v in marks.items() if v})
+        if not run.dry_run:
+            store.commit_load(run.ctx, summaries=_summaries(spec, echoes), release=spec.name,
+                              marks={(spec.name, side): v for side, v in marks.items() if v})
         store.dispose()
         log.info("%s extract: nothing changed on either side (Dynamics calls %d, Marketo calls %d); watermarks "
                  "advanced, nothing else to do", spec.name, dynamics.calls, marketo.calls)
@@ -311,9 +315,16 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
     the ones whose values it already holds alone. The watermarks move only with the last part.
     """
     spec = _spec(entity, validated)
+    parts = list(zip(*(validated[name] for name in LOAD_INPUTS), strict=True))
+    if run.dry_run:
+        read = [dict(zip(LOAD_INPUTS, (read_frame(path) for path in paths), strict=True)) for paths in parts]
+        result = dry_run.report(spec, read)
+        log.info("%s dry run, nothing written: %s", spec.name, json.dumps(
+            {d: {k: v for k, v in result[d].items() if k != "sample"} for d in (transform.TO_MARKETO,
+                                                                                 transform.TO_DYNAMICS)}))
+        return result
     store = StateStore.from_connection()
     marketo, dynamics = MarketoHook(), DynamicsHook()
-    parts = list(zip(*(validated[name] for name in LOAD_INPUTS), strict=True))
     done = {transform.TO_MARKETO: Counter(), transform.TO_DYNAMICS: Counter()}
     collisions: list[Activity] = []
     logged, advanced = 0, []

@@ -12,7 +12,16 @@ import os
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, TaskGroup, TriggerRule, get_current_context, task
+from airflow.sdk import (
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    TaskGroup,
+    TriggerRule,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowSkipException
 
 from dynamics_sync import steps
@@ -42,6 +51,11 @@ RETRY_POLICY = ExceptionRetryPolicy(
 )
 
 
+def dry_run_param() -> Param:
+    return Param(False, type="boolean", description="Plan and validate as always; report every write the run "
+                 "would make (counts and a sample per entity, in each load task's result) and write nothing.")
+
+
 def default_args() -> dict[str, Any]:
     """Retries with exponential backoff; the base delay is settable so tests never sit idle for minutes."""
     return {
@@ -62,6 +76,7 @@ def run_info() -> steps.RunInfo:
         task_id=context["ti"].task_id,
         interval_start=context.get("data_interval_start"),
         interval_end=context.get("data_interval_end"),
+        dry_run=bool((context.get("params") or {}).get("dry_run")),
     )
 
 

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from dynamics_sync.entities import config_path
 from dynamics_sync.state import StateStore, record_links
 from include.demo.people import People
 from include.runtime.environment import ROOT
@@ -29,14 +27,6 @@ from include.runtime.run_dag import run
 
 pytestmark = pytest.mark.e2e
 LEADS, CONTACTS = 20, 10
-
-
-def _people_only_config(path: Path) -> Path:
-    """The shipped config cut to users, accounts, leads and contacts: the people's path, and faster runs."""
-    raw = yaml.safe_load(config_path().read_text())
-    raw["entities"] = {k: v for k, v in raw["entities"].items() if k in ("user", "account", "lead", "contact")}
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 def _killed_run(dag_id: str, point: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -55,10 +45,9 @@ def _links(store: StateStore, entity: str) -> list[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def world(sandboxes: Any, new_state: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    config = _people_only_config(tmp_path_factory.mktemp("crash") / "entities.yaml")
+def world(sandboxes: Any, new_state: Any, people_config: Path) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DYNAMICS_SYNC_CONFIG", str(config))
+        patch.setenv("DYNAMICS_SYNC_CONFIG", str(people_config))
         patch.setenv("AIRFLOW_CONN_DYNAMICS_SYNC_STATE", json.dumps(new_state("crash")))
         for box in ("dynamics", "marketo"):
             sandboxes.post(box, "/_sandbox/reset")
