@@ -169,6 +169,12 @@ class Sandboxes:
         response.raise_for_status()
         return response.json()
 
+    def delete(self, side: str, path: str) -> dict[str, Any]:
+        box = self.box(side)
+        response = requests.delete(box.url + path, timeout=60, verify=box.verify)
+        response.raise_for_status()
+        return response.json()
+
     def stop(self) -> None:
         for box in self.boxes:
             box.stop()

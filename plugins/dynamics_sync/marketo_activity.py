@@ -13,11 +13,10 @@ import logging
 from collections.abc import Sequence
 
 from dynamics_sync.hooks.marketo import MarketoHook
-from dynamics_sync.state import Activity
+from dynamics_sync.state import RECORD_FAILURES, Activity
 
 log = logging.getLogger(__name__)
-FAILURES = {"rejected_by_validation", "refused_by_dynamics", "refused_by_marketo", "ambiguous_match",
-            "already_linked"}
+FAILURES = RECORD_FAILURES
 TYPE = {
     "apiName": "dynamicsSyncFailed",
     "name": "Dynamics Sync Failed",

@@ -44,6 +44,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 STATE_CONN_ID = "dynamics_sync_state"
+# activity_log types meaning "this record did not sync": what users are alerted to, replay retries and
+# the Sync page counts as open failures.
+RECORD_FAILURES = frozenset({"rejected_by_validation", "refused_by_dynamics", "refused_by_marketo",
+                             "ambiguous_match", "already_linked"})
 VERSION_TABLE = "dynamics_sync_alembic_version"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 metadata = MetaData()

@@ -34,6 +34,7 @@ from dynamics_sync.errors import (
     RefusedToRun,
     ServiceUnavailable,
 )
+from dynamics_sync.notify import SyncFailureNotifier
 from dynamics_sync.state import EntityLocked
 
 MARKETO_POOL = "marketo_api"
@@ -104,7 +105,8 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
     `before_transform`: those only its transform needs (the lead a contact was qualified from), so its
     extract overlaps their loads. Returns the group.
     """
-    released = release_lock_on_failure(entity)
+    # A task that failed for good frees its entity and tells people at once (dynamics_sync.notify).
+    released = [release_lock_on_failure(entity), SyncFailureNotifier(entity)]
     with TaskGroup(group_id=entity, tooltip=f"sync {entity}: extract, transform, validate, load") as group:
 
         # A short circuit: an idle cycle's extract returns nothing and the entity's other steps are skipped
@@ -166,10 +168,19 @@ def entity_syncs(mode: str, selected: Any = None) -> dict[str, TaskGroup]:
         pending.remove(name)
         groups[name] = entity_sync(name, mode, selected=selected, after=[groups[d] for d in reads[name]],
                                    before_transform=[groups[d] for d in order[name] if d not in reads[name]])
-    watcher = failed_entities()
+    watcher, report = failed_entities(), report_run()
     for group in groups.values():
-        group >> watcher
+        group >> [watcher, report]
     return groups
+
+
+@task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+def report_run() -> dict[str, Any]:
+    """After every entity, failed or not: alert on the records that did not sync and on lagging entities."""
+    from dynamics_sync.notify import run_report
+
+    info = run_info()
+    return run_report(info.dag_id, info.run_id, list(entity_names()))
 
 
 @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
