@@ -232,7 +232,12 @@ def _load(path: Path) -> dict[str, EntitySpec]:
     problems: list[str] = []
     specs = {}
     for name, body in raw["entities"].items():
-        spec = _parse_entity(str(name), body, problems)
+        try:
+            spec = _parse_entity(str(name), body, problems)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            # A shape no check above foresaw: still a config error naming the entity, never a crash.
+            problems.append(f"entities.{name} is malformed ({type(exc).__name__}: {exc})")
+            spec = None
         if spec is not None:
             specs[spec.name] = spec
     _check_references(specs, problems)
@@ -264,6 +269,13 @@ def _parse_entity(name: str, body: Any, problems: list[str]) -> EntitySpec | Non
         return None
     dyn = body.get("dynamics") or {}
     mkto = body.get("marketo") or {}
+    for key, value in (("dynamics", dyn), ("marketo", mkto)):
+        if not isinstance(value, dict):
+            problems.append(f"{where}.{key} must be a mapping")
+            return None
+    if not isinstance(body.get("fields") or [], list):
+        problems.append(f"{where}.fields must be a list of field mappings")
+        return None
     direction = body.get("direction", "both")
     authority = body.get("collision_authority", "dynamics")
     if direction not in DIRECTIONS:
@@ -339,7 +351,7 @@ def _parse_entity(name: str, body: Any, problems: list[str]) -> EntitySpec | Non
 
 
 def _parse_field(where: str, raw: Any, problems: list[str]) -> FieldMap | None:
-    if not isinstance(raw, dict) or not raw.get("marketo") or not raw.get("dynamics"):
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) and raw[k] for k in ("marketo", "dynamics")):
         problems.append(f"{where} needs both 'marketo' and 'dynamics' names")
         return None
     unknown = set(raw) - FIELD_KEYS

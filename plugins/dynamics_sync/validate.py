@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ MARKETO_TEXT_MAX = 255
 
 @dataclass
 class Rule:
-    kind: str  # not_null | max_length | email | in_set
+    kind: str  # not_null | max_length | email | in_set | single_value
     column: str
     limit: int | None = None
     allowed: tuple[Any, ...] | None = None
@@ -48,6 +49,8 @@ class Rule:
             return f"{name} is required"
         if self.kind == "max_length":
             return f"{name} is longer than {self.limit} characters"
+        if self.kind == "single_value":
+            return f"{name} holds a list or an object where the API documents a single value"
         if self.kind == "in_set":
             return f"{name} is not one of the Dynamics choices {list(self.allowed or ())}"
         return f"{name} is not a valid email address"
@@ -139,7 +142,23 @@ def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str,
             rule = rules[int(result.expectation_config.meta["rule"])]
             for item in result.result.get("unexpected_index_list") or []:
                 value = item.get(rule.column)
-                failures.setdefault(int(item[KEY]), []).append((rule, None if pd.isna(value) else value))
+                failures.setdefault(int(item[KEY]), []).append((rule, None if _missing(value) else value))
+    return failures
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _not_single_values(checked: pd.DataFrame, spec: EntitySpec) -> dict[int, list[tuple[Rule, Any]]]:
+    """Rows where an API sent a list or an object for a field: reported, and blanked so the suite can run."""
+    failures: dict[int, list[tuple[Rule, Any]]] = {}
+    for column in (c for c in spec.marketo_fields if c in checked):
+        wrong = checked[column].map(lambda v: isinstance(v, list | dict | tuple | set))
+        for index in checked.index[wrong]:
+            failures.setdefault(int(checked.at[index, KEY]), []).append(
+                (Rule("single_value", column), json.dumps(checked.at[index, column], default=str)[:200]))
+            checked.at[index, column] = None
     return failures
 
 
@@ -161,7 +180,10 @@ def split_invalid(frame: pd.DataFrame, spec: EntitySpec, side: str, data_docs: b
     rules = [r for r in rules_for(spec, side, creating) if r.column in checked]
     for column in {r.column for r in rules}:
         checked[column] = checked[column].astype(object)
+    wrong_types = _not_single_values(checked, spec)
     failures = run_suite(checked, rules, f"{spec.name}_to_{side}", data_docs)
+    for key, items in wrong_types.items():
+        failures.setdefault(key, []).extend(items)
     if side == "marketo" and creating:
         # Email is needed only to create a Marketo person; an update by id may lack one.
         for key in list(failures):
