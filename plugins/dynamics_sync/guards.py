@@ -44,3 +44,21 @@ def select_for_initial_copy(requested: list[str] | None, force: bool) -> list[st
     if resumed:
         log.warning("resuming the copy of %s where it stopped: records already copied are left alone", resumed)
     return [name for name in selected if name not in finished]
+
+
+def select_for_replay(params: dict) -> list[str]:
+    """The entities a replay runs for: the named one, or every entity with open failures matching the params."""
+    from dynamics_sync.replay import selected_failures
+
+    configured = list(load_entities())
+    requested = params.get("entity")
+    if requested and requested not in configured:
+        raise RefusedToRun(f"unknown entity {requested!r}; configured: {configured}")
+    store = StateStore.from_connection()
+    try:
+        chosen = [name for name in ([requested] if requested else configured)
+                  if selected_failures(store, name, params)]
+    finally:
+        store.dispose()
+    log.info("replaying the open failures of %s", chosen or "no entity (nothing matches)")
+    return chosen

@@ -112,6 +112,11 @@ activity_log = Table(
     Column("old_value", Text),
     Column("new_value", Text),
     Column("reason", Text),
+    # A failure replayed by dynamics_replay: when, with which outcome ("resolved", or "still_failing": the
+    # replay run logged it again as a new open row), by which run. Open failures have no resolved_at.
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolution", String(32)),
+    Column("resolved_by_run", String(250)),
     Index("ix_activity_email", "email"),
     Index("ix_activity_dynamics_id", "dynamics_id"),
     Index("ix_activity_marketo_id", "marketo_id"),
@@ -343,6 +348,34 @@ class StateStore:
             query = query.where(activity_log.c[column] == value)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def open_failures(self, entity: str | None = None, run_id: str | None = None,
+                      since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Failure rows (RECORD_FAILURES) not resolved yet, oldest first, narrowed by entity, run and time."""
+        query = select(activity_log).where(activity_log.c.activity_type.in_(sorted(RECORD_FAILURES)),
+                                           activity_log.c.resolved_at.is_(None)).order_by(activity_log.c.id)
+        if entity:
+            query = query.where(activity_log.c.entity == entity)
+        if run_id:
+            query = query.where(activity_log.c.run_id == run_id)
+        if since:
+            query = query.where(activity_log.c.logged_at >= since)
+        if until:
+            query = query.where(activity_log.c.logged_at < until)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def resolve_failures(self, outcomes: dict[int, str], run_id: str) -> None:
+        """Record a replay's outcome per failure row and close it.
+
+        "resolved": the record synced. "still_failing": it failed again, and the replay run logged the new
+        failure (with today's reason) as an open row of its own, which a later replay picks up.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for row_id, outcome in outcomes.items():
+                values = {"resolution": outcome, "resolved_by_run": run_id, "resolved_at": now}
+                conn.execute(activity_log.update().where(activity_log.c.id == row_id).values(**values))
 
     def summaries(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         query = (

@@ -27,7 +27,7 @@ from dynamics_sync.staging import read_frame, run_dir, write_frame
 from dynamics_sync.state import Activity, Link, RunContext, StateStore, as_text
 
 log = logging.getLogger(__name__)
-INITIAL, INCREMENTAL = "initial", "incremental"
+INITIAL, INCREMENTAL, REPLAY = "initial", "incremental", "replay"
 SCHEMA = "schema"  # watermarks side holding the Dynamics column types of the last run (schema drift)
 MARKETO_OVERLAP = dt.timedelta(seconds=60)
 # An entity's lock outlives a crashed run by this much at most; a healthy run releases it at its load commit.

@@ -112,9 +112,13 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
         # A short circuit: an idle cycle's extract returns nothing and the entity's other steps are skipped
         # without a process each; only its own downstream, so other entities' trigger rules still apply.
         @task.short_circuit(pool=MARKETO_POOL, on_failure_callback=released, ignore_downstream_trigger_rules=False)
-        def extract(selected: list[str] | None = None) -> dict[str, Any]:
+        def extract(selected: list[str] | None = None, params: dict | None = None) -> dict[str, Any]:
             if selected is not None and entity not in selected:
                 raise AirflowSkipException(f"{entity} is not among the entities this run syncs: {selected}")
+            if mode == steps.REPLAY:
+                from dynamics_sync import replay
+
+                return replay.extract_step(entity, params or {}, run_info())
             return steps.extract_step(entity, mode, run_info())
 
         @task(on_failure_callback=released)
@@ -140,7 +144,16 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
         if before_transform:
             _gate("after_converted_from", "Waits for the entities this one's records are qualified from: ",
                   before_transform) >> transformed
-        load(validate(transformed))
+        loaded = load(validate(transformed))
+        if mode == steps.REPLAY:
+
+            @task(on_failure_callback=released)
+            def resolve(extracted: dict[str, Any]) -> dict[str, Any]:
+                from dynamics_sync import replay
+
+                return replay.resolve_step(entity, extracted, run_info())
+
+            loaded >> resolve(extracted)
     return group
 
 
