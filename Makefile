@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DAG    ?=
 CONF   ?=
 
-.PHONY: venv system-packages demo test sandboxes run bench bench-quick lint clean
+.PHONY: venv system-packages demo test test-slow test-postgres test-all sandboxes run bench bench-quick lint clean up down
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,20 @@ system-packages:
 demo: venv
 	$(PY) -m include.demo
 
+# Every test but those that start an Airflow deployment (under 15 minutes here).
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+# The deployment tests: CeleryExecutor on the local Redis + PostgreSQL, `make up`, a scheduler-run backfill.
+test-slow: venv
+	$(PY) -m pytest -m slow
+
+# Every test that uses a state store, with the state store on PostgreSQL (127.0.0.1:5432) instead of SQLite.
+test-postgres: venv
+	DYNAMICS_SYNC_TEST_STATE=postgres $(PY) -m pytest -m "not slow" tests/e2e tests/unit tests/dags
+
+# What CI runs.
+test-all: test test-slow test-postgres
 
 sandboxes: venv
 	$(PY) -m include.runtime.sandboxes
@@ -35,6 +47,18 @@ sandboxes: venv
 run: venv
 	@test -n "$(DAG)" || { echo "usage: make run DAG=<dag_id> [CONF='<json>']"; exit 2; }
 	$(PY) -m include.runtime.run_dag $(DAG) '$(CONF)'
+
+# The product on this machine, in the foreground until Ctrl-C: the Airflow UI on http://127.0.0.1:8080 (no
+# login), api-server, scheduler and dag-processor (LocalExecutor), both sandboxes with demo data, the metadata
+# DB dynamics_sync_airflow and the state store dynamics_sync_state on 127.0.0.1:5432; files in .local/up.
+# UP_ARGS='--fresh' starts over, '--port N' etc.: see `.venv/bin/python -m include.runtime.up --help`.
+UP_ARGS ?=
+up: venv
+	$(PY) -m include.runtime.up $(UP_ARGS)
+
+# Stops a `make up` running in another terminal (or what a killed one left behind).
+down: venv
+	$(PY) -m include.runtime.up --down $(UP_ARGS)
 
 # Benchmarks through a real scheduler (LocalExecutor, PostgreSQL metadata DB on 127.0.0.1:5432):
 # results in bench/results/latest.json.

@@ -47,6 +47,7 @@ class RunInfo:
     interval_end: dt.datetime | None = None
     # Plan and validate as always, write nothing (no API write, no state-store commit, no watermark).
     dry_run: bool = False
+    run_type: str | None = None  # Airflow's: "scheduled", "manual", "backfill", ...
 
     @property
     def ctx(self) -> RunContext:
@@ -116,7 +117,9 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
             raise RefusedToRun(
                 f"{spec.name}: no watermark in the state store; run the dynamics_initial_sync DAG first"
             )
-        interval = bool(run.interval_end and synced_at and run.interval_start and run.interval_end < synced_at)
+        # A backfill, or a cleared run of an interval the sync has passed since: re-sync that interval.
+        interval = bool(run.interval_start and run.interval_end and (
+            run.run_type == "backfill" or (synced_at and run.interval_end < synced_at)))
         mark = extract.MarketoMark.loads(marketo_mark) if marketo_mark else None
         if mark is not None and mark.copied_until is not None:
             mark.copied_until = _copies_end(store, mark.copied_until)

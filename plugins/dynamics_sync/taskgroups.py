@@ -78,6 +78,7 @@ def run_info() -> steps.RunInfo:
         interval_start=context.get("data_interval_start"),
         interval_end=context.get("data_interval_end"),
         dry_run=bool((context.get("params") or {}).get("dry_run")),
+        run_type=str(getattr(dag_run, "run_type", "") or "") or None,
     )
 
 
