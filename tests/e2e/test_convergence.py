@@ -145,6 +145,10 @@ class Convergence(RuleBasedStateMachine):
     def _free(self) -> list[Record]:
         return [r for r in self.records if (r.entity, r.dynamics_id) not in self.blocked]
 
+    def _some(self) -> st.SearchStrategy[list[Record]]:
+        return st.lists(st.sampled_from(self._free()), min_size=1, max_size=3,
+                        unique_by=lambda r: (r.entity, r.dynamics_id))
+
     def _quiet_leads(self) -> list[Record]:
         """Leads with nothing in flight: what a delete, a qualify or a broken field may hit."""
         return [r for r in self._free() if r.entity == "lead" and (r.entity, r.dynamics_id) not in self.pending]
@@ -155,7 +159,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data(), name=st.sampled_from(sorted(FIELDS)), text=TEXT)
     @tallied
     def edit_in_dynamics(self, data: st.DataObject, name: str, text: str) -> None:
-        for record in data.draw(st.lists(st.sampled_from(self._free()), min_size=1, max_size=3, unique=True)):
+        for record in data.draw(self._some()):
             value = self._value(text)
             self.people.edit_dynamics(record.entity, record.dynamics_id, {FIELDS[name]: value})
             self._edit(record, "dynamics", name, value)
@@ -164,7 +168,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data(), name=st.sampled_from(sorted(FIELDS)), text=TEXT)
     @tallied
     def edit_in_marketo(self, data: st.DataObject, name: str, text: str) -> None:
-        for record in data.draw(st.lists(st.sampled_from(self._free()), min_size=1, max_size=3, unique=True)):
+        for record in data.draw(self._some()):
             value = self._value(text)
             self.people.edit_marketo(record.marketo_id, {name: value})
             self._edit(record, "marketo", name, value)
