@@ -30,7 +30,7 @@ demo: venv
 test: venv
 	$(PY) -m pytest -m "not slow"
 
-# The deployment tests: CeleryExecutor on the local Redis + PostgreSQL, `make up`, a scheduler-run backfill.
+# The deployment tests: CeleryExecutor on the local Redis + PostgreSQL, and `make up`.
 test-slow: venv
 	$(PY) -m pytest -m slow
 
