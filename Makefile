@@ -36,7 +36,7 @@ test-slow: venv
 
 # Every test that uses a state store, with the state store on PostgreSQL (127.0.0.1:5432) instead of SQLite.
 test-postgres: venv
-	DYNAMICS_SYNC_TEST_STATE=postgres $(PY) -m pytest -m "not slow" tests/e2e tests/unit tests/dags
+	DYNAMICS_SYNC_TEST_STATE=postgres $(PY) -m pytest -m "not slow" tests/e2e tests/unit tests/dags tests/ui
 
 # What CI runs.
 test-all: test test-slow test-postgres
