@@ -159,3 +159,48 @@ def test_one_run_at_a_time_per_entity(store: StateStore):
     store.acquire_lock("lead", b, dt.timedelta(seconds=-1))  # free again; b's lock is already expired
     store.acquire_lock("lead", a, dt.timedelta(hours=1))  # so a crashed run's lock does not block forever
     assert store.lock_holder("lead") == "run-a"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrading_an_existing_store_keeps_its_rows(backend: str, tmp_path) -> None:
+    """A store created by an older release (revision 0006) is upgraded in place by the first task that opens it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from dynamics_sync.state import MIGRATIONS
+
+    if backend == "sqlite":
+        url, cleanup = f"sqlite:///{tmp_path / 'old.db'}", None
+    else:
+        if not _postgres_reachable():
+            pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable: the upgrade test on PostgreSQL skipped")
+        schema = f"t_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        url, cleanup = f"{PG_URL}?options=-csearch_path%3D{schema}", (admin, schema)
+    engine = sa.create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0006")
+        conn.execute(sa.text(
+            "INSERT INTO record_links (entity, dynamics_id, marketo_id, marketo_object, created_at, updated_at, "
+            "sync_paused) VALUES ('lead', 'd-1', 11, 'leads', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, false)"))
+        conn.execute(sa.text(
+            "INSERT INTO activity_log (logged_at, entity, dynamics_id, activity_type, reason) "
+            "VALUES (CURRENT_TIMESTAMP, 'lead', 'd-1', 'rejected_by_validation', 'lastname is required')"))
+    engine.dispose()
+    store = StateStore.from_url(url)  # what every task does: brings the schema to head
+    try:
+        assert store.links_by_dynamics("lead", ["d-1"])["d-1"].marketo_id == 11
+        [failure] = store.open_failures(entity="lead")
+        assert failure["reason"] == "lastname is required" and failure["resolution"] is None
+    finally:
+        store.dispose()
+        if cleanup:
+            admin, schema = cleanup
+            with admin.begin() as conn:
+                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
