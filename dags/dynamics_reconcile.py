@@ -1,0 +1,156 @@
+"""
+### Reconcile, daily
+
+Change detection can only see what a feed reports. A bulk load that bypassed change tracking, a Marketo
+edit that logged no activity or a lost delta token leave records that differ between the systems while
+nothing tells the 5-minute cycle. This DAG reads every entity in full on both sides (Dynamics: every
+row; Marketo: the linked people, 300 a call), compares each side with the values the sync last synced
+there, and repairs what drifted **through the normal merge rules**: the differing records go through the
+incremental cycle's own `transform`, `validate` and `load`, so a change flows to the other side, a field
+changed on both sides goes to its authority (Marketo for leads, Dynamics for contacts), rules are checked
+by Great Expectations and every decision lands in `activity_log` as always.
+
+- A Dynamics record with no link is copied as new; a linked Marketo person that is gone is a Marketo
+  delete (or a merge, when another person carries the record's Dynamics id); a linked Dynamics record
+  that is gone (404) is a Dynamics delete; a sync filter turned No or Yes pauses or resumes the link.
+- Records with an open failure are left to `dynamics_replay`, records the sync filter keeps out stay out.
+
+**What it reports**: a `reconcile_drift` row per difference (side, field, last-synced and current value)
+and a `reconcile_repaired` row per repaired one (the value both sides hold now) in `activity_log`; the
+load's `run_summary` per entity; each entity's `report` task, and the last task `reconcile_summary`,
+return `checked`, `drifted`, `repaired`, `failed` and `left_to_replay` per entity (the extract's XCom
+`reconcile` holds the counts by kind).
+
+The entity lock keeps this DAG and `dynamics_incremental_sync` from working on an entity at once (the
+later one waits, retried). **No watermark moves**: the cycle's feeds go on where they were and see the
+reconcile's writes as echoes. Params: `entities` (default all), `dry_run` (report the drift and the writes
+that would repair it, write nothing). Schedule: `DYNAMICS_SYNC_RECONCILE_SCHEDULE` (cron, default
+03:00 UTC daily, a new deployment's first run being the next 03:00; `none` for triggered runs only).
+`max_active_runs=1`, no catchup. Cost: the Dynamics pages of every entity, one Marketo call per 300
+linked people (a million people: about 3,300 of Marketo's 50,000 daily calls) and one Dynamics GET per
+linked record missing from the read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, get_current_context, task
+from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
+from airflow.sdk.exceptions import AirflowSkipException
+
+from dynamics_sync import reconcile, steps
+from dynamics_sync.entities import entity_names, entity_order, extract_order
+from dynamics_sync.errors import BudgetSpent
+from dynamics_sync.notify import SyncFailureNotifier
+from dynamics_sync.taskgroups import (
+    MARKETO_POOL,
+    _gate,
+    default_args,
+    dry_run_param,
+    failed_entities,
+    release_lock_on_failure,
+    report_run,
+    run_info,
+)
+
+CRON = os.environ.get("DYNAMICS_SYNC_RECONCILE_SCHEDULE", "0 3 * * *")
+COUNTS_KEY = "reconcile"  # the extract's XCom of counts, pushed even when nothing drifted
+
+
+def entity_reconcile(entity: str, selected: Any, after: list[TaskGroup],
+                     before_transform: list[TaskGroup]) -> tuple[TaskGroup, Any]:
+    """extract (compare both sides) >> transform >> validate >> load >> report, for one entity."""
+    released = [release_lock_on_failure(entity), SyncFailureNotifier(entity)]
+    with TaskGroup(group_id=entity, tooltip=f"reconcile {entity}: compare, transform, validate, load, report") as group:
+
+        # Nothing drifted: the task returns nothing and transform, validate and load are skipped.
+        @task.short_circuit(pool=MARKETO_POOL, on_failure_callback=released, ignore_downstream_trigger_rules=False)
+        def extract(selected: list[str]) -> dict[str, Any]:
+            if entity not in selected:
+                raise AirflowSkipException(f"{entity} is not among the entities this run reconciles: {selected}")
+            staged, counts = reconcile.extract_step(entity, run_info())
+            get_current_context()["ti"].xcom_push(key=COUNTS_KEY, value=counts)
+            return staged
+
+        @task(on_failure_callback=released)
+        def transform(extracted: dict[str, Any]) -> dict[str, Any]:
+            return steps.transform_step(entity, extracted, run_info())
+
+        @task(on_failure_callback=released)
+        def validate(transformed: dict[str, Any]) -> dict[str, Any]:
+            return steps.validate_step(entity, transformed, run_info())
+
+        @task(pool=MARKETO_POOL, on_failure_callback=released)
+        def load(validated: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return steps.load_step(entity, validated, run_info())
+            except BudgetSpent as exc:  # a clean stop: nothing written, the report says nothing was repaired
+                steps.stop_for_budget(entity, run_info(), str(exc))
+                raise AirflowSkipException(str(exc)) from None
+
+        # Not an argument: a short circuit skips its direct downstream tasks, and this one reports either way.
+        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        def report(validated: dict[str, Any] | None, loaded: dict[str, Any] | None) -> dict[str, Any]:
+            ti = get_current_context()["ti"]
+            counts = ti.xcom_pull(task_ids=f"{entity}.extract", key=COUNTS_KEY)
+            if counts is None:
+                raise AirflowSkipException(f"{entity} was not reconciled in this run")
+            extracted = ti.xcom_pull(task_ids=f"{entity}.extract") or {}
+            return reconcile.report_step(entity, counts, validated, loaded, extracted.get("drift"), run_info())
+
+        extracted = extract(selected)
+        if after:
+            _gate("after_upstream_entities", "Waits for the entities this one points at: ", after) >> extracted
+        transformed = transform(extracted)
+        if before_transform:
+            _gate("after_converted_from", "Waits for the entities this one's records are qualified from: ",
+                  before_transform) >> transformed
+        validated = validate(transformed)
+        reported = report(validated, load(validated))
+    return group, reported
+
+
+with DAG(
+    dag_id=reconcile.DAG_ID,
+    # Never a run at once for a time already past (a new deployment waits for the next 03:00).
+    schedule=None if CRON == "none" else CronTriggerTimetable(CRON, timezone="UTC", run_immediately=dt.timedelta(0)),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    params={
+        "entities": Param([], type="array", items={"type": "string"},
+                          description="Reconcile only these entities (default: every entity copied before)."),
+        "dry_run": dry_run_param(),
+    },
+    doc_md=__doc__,
+    tags=["dynamics-sync"],
+):
+
+    @task
+    def select_entities(params: dict | None = None) -> list[str]:
+        """The entities to compare: the named ones, or all, whose initial copy has finished."""
+        return reconcile.select_entities((params or {}).get("entities"))
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def reconcile_summary(reports: dict[str, Any]) -> dict[str, Any]:
+        """Per entity: checked, drifted, repaired, failed, left_to_replay (None: skipped or failed; see its group)."""
+        return reports
+
+    selected = select_entities()
+    order, reads = entity_order(), extract_order()
+    groups: dict[str, TaskGroup] = {}
+    reports: dict[str, Any] = {}
+    pending = list(entity_names())
+    while pending:  # dependencies first, as in the sync DAGs (what a record points at is repaired before it)
+        name = next(n for n in pending if all(d in groups for d in order[n]))
+        pending.remove(name)
+        groups[name], reports[name] = entity_reconcile(
+            name, selected, after=[groups[d] for d in reads[name]],
+            before_transform=[groups[d] for d in order[name] if d not in reads[name]])
+    watcher, alerts = failed_entities(), report_run()
+    for group in groups.values():
+        group >> [watcher, alerts]
+    alerts >> reconcile_summary(reports)
