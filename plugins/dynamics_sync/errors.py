@@ -39,3 +39,8 @@ class ApiError(SyncError):
         self.system, self.code, self.message, self.status = system, code, message, status
         where = f"HTTP {status} " if status else ""
         super().__init__(f"{system} API error {where}{code}: {message}")
+
+
+class ChangeTrackingExpired(ApiError):
+    """Dataverse no longer knows the change-tracking version a delta link stands for (the token is older than
+    the organisation's change-tracking retention, 7 days by default): only a full read can tell what changed."""

@@ -163,6 +163,22 @@ def dynamics_full(hook: DynamicsHook, spec: EntitySpec) -> DynamicsExtract:
     return whole
 
 
+def dynamics_full_compare(hook: DynamicsHook, spec: EntitySpec, linked: Iterable[str]) -> DynamicsExtract:
+    """Every row, plus a deletion for each linked record the table no longer holds: what a delta read would
+    have reported since an expired change-tracking token, found by comparing instead (with a new delta link).
+
+    The rows then meet the snapshots in the three-way merge like any change, so only what differs is written.
+    """
+    full = dynamics_full(hook, spec)
+    present = set(full.rows["dynamics_id"])
+    gone = [{"@odata.context": f"$metadata#{spec.entity_set}/$deletedEntity", "id": dynamics_id}
+            for dynamics_id in dict.fromkeys(linked) if dynamics_id not in present]
+    if not gone:
+        return full
+    rows = pd.concat([full.rows, _dynamics_frame(spec, gone)], ignore_index=True)
+    return DynamicsExtract(rows, full.delta_link, deleted=len(gone))
+
+
 def dynamics_delta(hook: DynamicsHook, delta_link: str) -> tuple[list[dict[str, Any]], str | None]:
     """Raw rows created, changed or deleted since `delta_link`, and the link to use next time.
 

@@ -318,6 +318,13 @@ class StateStore:
                         paused=bool(row.sync_paused),
                     )
 
+    def live_dynamics_ids(self, entity: str) -> list[str]:
+        """The Dynamics ids of the entity's links whose record is not known to be deleted (or converted)."""
+        query = select(record_links.c.dynamics_id).where(record_links.c.entity == entity,
+                                                         record_links.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
     def count_links(self, entity: str | None = None) -> int:
         query = select(func.count()).select_from(record_links)
         if entity:

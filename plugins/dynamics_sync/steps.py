@@ -19,7 +19,7 @@ import pandas as pd
 
 from dynamics_sync import dry_run, extract, load, marketo_activity, metadata, references, transform, validate
 from dynamics_sync.entities import EntitySpec, load_entities
-from dynamics_sync.errors import RefusedToRun
+from dynamics_sync.errors import ChangeTrackingExpired, RefusedToRun
 from dynamics_sync.failpoints import crash_point
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
@@ -106,6 +106,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     mkto_rows, events = extract.marketo_people_empty(spec), pd.DataFrame(columns=extract.EVENT_COLUMNS)
     mkto_info: dict[str, Any] = {}
     dyn = extract.dynamics_frame(spec, [], None)
+    notes: list[Activity] = []  # what the extract itself has to say in activity_log (a fallback it took)
     if mode == INITIAL:
         schema, spec = _schema(dynamics, marketo, configured, last)
         if spec.is_person:
@@ -136,9 +137,21 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
             dyn = extract.dynamics_full(dynamics, spec)
             marks = {"dynamics": dyn.delta_link}
         else:
-            raw, delta = extract.dynamics_delta(dynamics, delta_link)
-            marks = {"dynamics": delta}
-            dyn = extract.dynamics_frame(spec, [], delta)
+            try:
+                raw, delta = extract.dynamics_delta(dynamics, delta_link)
+                marks = {"dynamics": delta}
+                dyn = extract.dynamics_frame(spec, [], delta)
+            except ChangeTrackingExpired as exc:
+                # Dataverse no longer knows what changed since the link: compare every record instead.
+                schema, spec = _schema(dynamics, marketo, configured, last)
+                dyn = extract.dynamics_full_compare(dynamics, spec, store.live_dynamics_ids(spec.name))
+                marks = {"dynamics": dyn.delta_link}
+                reason = (f"Dynamics change tracking expired ({exc.message}); full compare instead: all "
+                          f"{len(dyn.rows) - dyn.deleted} records read and compared with the last-synced snapshots "
+                          f"(only what differs is written), {dyn.deleted} linked records no longer in Dynamics "
+                          "taken as deleted; a new delta link is kept")
+                log.warning("%s: %s", spec.name, reason)
+                notes.append(Activity("change_tracking_expired", spec.name, transform.TO_MARKETO, reason=reason))
         if spec.is_person:  # Marketo objects sync one way: Marketo is not read for them
             mk = extract.marketo_changes(marketo, store, spec, mark, run.interval_end if interval else None)
             mkto_rows, events = mk.rows, mk.events
@@ -169,8 +182,9 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     for i, part in enumerate(parts):
         frame, reference_activities = references.resolve(part.rows, spec, store, dynamics)
         staged["dynamics"].append(stage(run, spec, _part("dynamics_rows", i), frame))
-        staged["extract_activities"].append(
-            stage(run, spec, _part("extract_activities", i), _activities_frame(reference_activities)))
+        staged["extract_activities"].append(stage(run, spec, _part("extract_activities", i),
+                                                  _activities_frame([*(notes if i == 0 else []),
+                                                                     *reference_activities])))
         rows, deleted = rows + len(frame), deleted + part.deleted
         if mode == INITIAL and part.delta_link:
             marks["dynamics"] = part.delta_link

@@ -8,6 +8,10 @@ timeout_s, max_attempts, backoff_base_s.
 
 TLS: requests lets REQUESTS_CA_BUNDLE override a Session's `verify`, so the CA file is passed on every
 request (ours and MSAL's); verification is never turned off.
+
+Tokens: MSAL renews its token before it runs out, but Dataverse may still reject one early (revoked, a
+clock skewed); a 401 drops the cached token and retries once with a fresh one, and only a fresh token
+rejected too is refused credentials. Entra ID answering 429/5xx is an outage, retried like Dataverse's.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from urllib.parse import urlsplit
 import requests
 from airflow.sdk import BaseHook
 
-from dynamics_sync.errors import ApiError, AuthError
-from dynamics_sync.hooks.transport import Retryable, send, with_backoff
+from dynamics_sync.errors import ApiError, AuthError, ChangeTrackingExpired
+from dynamics_sync.hooks.transport import Retryable, retry_after, send, with_backoff
 
 MICROSOFT_HOSTS = {"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"}
 ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
@@ -32,6 +36,10 @@ ODATA_HEADERS = {
     "OData-Version": "4.0",
     "If-None-Match": "null",
 }
+# Entra ID's answers that mean "try again later", not "these credentials are wrong".
+TRANSIENT_TOKEN_ERRORS = {"temporarily_unavailable", "server_error"}
+# Dataverse's answer to a delta link whose change-tracking version stamp has expired.
+EXPIRED_DELTA = "0x80044352"
 
 
 class _VerifyingHttpClient:
@@ -74,6 +82,7 @@ class DynamicsHook(BaseHook):
         self._app: Any = None
         self._lock = threading.Lock()
         self._user_id: str | None = None
+        self._token_rejected = False  # a token was rejected (401) and none has worked since
         self.calls = 0
 
     # ---- connection ------------------------------------------------------------------------------
@@ -125,15 +134,33 @@ class DynamicsHook(BaseHook):
         return self._app
 
     def _access_token(self) -> str:
+        from msal.exceptions import MsalServiceError
+
         with self._lock:
-            result = self._msal().acquire_token_for_client(scopes=[f"{self.resource_url}/.default"])
+            try:
+                result = self._msal().acquire_token_for_client(scopes=[f"{self.resource_url}/.default"])
+            except MsalServiceError as exc:  # MSAL raises on a 5xx from the token endpoint
+                self._app = None  # a new client next try: MSAL replays a 5xx from its cache for Retry-After
+                raise Retryable(f"Entra ID token endpoint unavailable ({exc})") from None
         if "access_token" not in result:
-            description = str(result.get("error_description", "")).splitlines()[0][:300]
+            description = (str(result.get("error_description", "")).splitlines() or [""])[0][:300]
+            if result.get("error") in TRANSIENT_TOKEN_ERRORS:  # Entra ID's 429 and outages
+                with self._lock:
+                    self._app = None
+                raise Retryable(f"Entra ID token endpoint busy: {result.get('error')}: {description}")
             raise AuthError(
                 f"Entra ID refused the credentials of connection {self.dynamics_conn_id!r}: "
                 f"{result.get('error')}: {description}"
             )
         return result["access_token"]
+
+    def _drop_token(self) -> None:
+        """Forget the cached access token, so the next call asks Entra ID for a new one."""
+        with self._lock:
+            if self._app is not None:
+                cache = self._app.token_cache
+                for item in list(cache.search(cache.CredentialType.ACCESS_TOKEN)):
+                    cache.remove_at(item)
 
     # ---- the call ---------------------------------------------------------------------------------
 
@@ -157,15 +184,24 @@ class DynamicsHook(BaseHook):
             self.get_conn(), method, url, system="Dynamics", timeout=self.timeout, verify=self.verify,
             headers=all_headers, **kwargs,
         )
-        if response.status_code == 429:
-            retry_after = float(response.headers.get("Retry-After", 5))
-            raise Retryable("429 throttled by service protection", delay=retry_after)
-        if response.status_code >= 500:
-            raise Retryable(f"HTTP {response.status_code} from {method} {urlsplit(url).path}")
         if response.status_code == 401:
-            raise AuthError("Dataverse refused the access token (HTTP 401); check the application user")
+            if self._token_rejected:
+                raise AuthError("Dataverse refused a freshly issued access token (HTTP 401); check the application "
+                                "user")
+            # An expired or revoked token: one more try with a new one (a retry of the same call, at once).
+            self._token_rejected = True
+            self._drop_token()
+            raise Retryable("Dataverse rejected the access token (HTTP 401); renewed the token", delay=0)
+        self._token_rejected = False  # any other answer means the token was accepted
+        if response.status_code == 429:
+            raise Retryable("429 throttled by service protection", delay=retry_after(response, 5.0))
+        if response.status_code >= 500:  # a 503 may say when to come back, too
+            raise Retryable(f"HTTP {response.status_code} from {method} {urlsplit(url).path}",
+                            delay=retry_after(response))
         if response.status_code >= 400:
             code, message = _error(response)
+            if code == EXPIRED_DELTA or "version stamp associated with the client has expired" in message.lower():
+                raise ChangeTrackingExpired("Dynamics", code, message, response.status_code)
             raise ApiError("Dynamics", code, message, response.status_code)
         return response
 

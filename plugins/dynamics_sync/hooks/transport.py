@@ -7,6 +7,8 @@ host, and the original exception is dropped (never chained) so no log or traceba
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import fcntl
 import logging
 import random
@@ -47,6 +49,25 @@ def send(
         return session.request(method, url, timeout=timeout, **kwargs)
     except requests.RequestException as exc:
         raise ServiceUnavailable(f"{system}: cannot reach {origin(url)} ({type(exc).__name__})") from None
+
+
+def retry_after(response: requests.Response, default: float | None = None) -> float | None:
+    """The seconds a server asks to wait before the next try (Retry-After, in seconds or as an HTTP date),
+    or `default` when it does not say."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def with_backoff(
