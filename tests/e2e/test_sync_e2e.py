@@ -288,6 +288,7 @@ def test_a_run_for_an_older_interval_resyncs_that_interval_only(world):
 
 
 def test_no_secret_or_token_in_task_logs_xcom_or_activity_log(world, sandboxes, capfd):
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -304,8 +305,10 @@ def test_no_secret_or_token_in_task_logs_xcom_or_activity_log(world, sandboxes, 
     with create_session() as session:
         xcoms = [str(row.value) for row in session.scalars(XComModel.get_many(run_id=dag_run.run_id,
                                                                               dag_ids=dag_run.dag_id))]
-    assert xcoms, "the run's XComs were read"
-    texts = {"task logs": out + err, "xcom": "\n".join(xcoms),
+        rendered = [str(row.rendered_fields) for row in session.query(RenderedTaskInstanceFields).filter(
+            RenderedTaskInstanceFields.dag_id == dag_run.dag_id, RenderedTaskInstanceFields.run_id == dag_run.run_id)]
+    assert xcoms and rendered, "the run's XComs and rendered templates were read"
+    texts = {"task logs": out + err, "xcom": "\n".join(xcoms), "rendered templates": "\n".join(rendered),
              "activity_log": "\n".join(str(a) for a in world["store"].activities())}
     for where, text in texts.items():
         for secret in secrets:
