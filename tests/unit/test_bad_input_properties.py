@@ -24,7 +24,9 @@ from dynamics_sync import extract, load, transform
 from dynamics_sync.entities import DEFAULT_CONFIG, ConfigError, load_entities
 from dynamics_sync.validate import split_invalid
 
-PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+# Derandomized: CI runs the same examples every time (a random run once hung shrinking; see the stop-13 note).
+PROPERTY = settings(max_examples=12, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck),
+                    database=None)
 UNICODE = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
 WILD = st.one_of(
     st.none(),
@@ -109,7 +111,8 @@ SHIPPED = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
 PATHS = _paths(SHIPPED)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck),
+          database=None)
 @given(path=st.sampled_from(PATHS), value=st.one_of(st.just("__delete__"), WILD))
 def test_a_mangled_config_fails_the_parse_naming_the_file(tmp_path_factory, path: tuple, value: Any) -> None:
     raw = copy.deepcopy(SHIPPED)
