@@ -38,7 +38,7 @@ from dynamics_sync.state import StateStore, record_links
 from include.demo.people import People
 from include.runtime.run_dag import run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # minutes: `make test-slow` (CI runs it)
 EXAMPLES = int(os.environ.get("DYNAMICS_SYNC_CONVERGENCE_EXAMPLES", 4))
 SEED = int(os.environ.get("DYNAMICS_SYNC_CONVERGENCE_SEED", random.randrange(2**31)))
 # Marketo name -> Dynamics column of the fields the machine edits (the same for leads and contacts).

@@ -25,7 +25,7 @@ from include.demo.people import People
 from include.runtime.environment import ROOT
 from include.runtime.run_dag import run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # minutes: `make test-slow` (CI runs it)
 LEADS, CONTACTS = 20, 10
 
 
