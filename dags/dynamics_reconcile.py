@@ -37,81 +37,15 @@ import datetime as dt
 import os
 from typing import Any
 
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
-from airflow.sdk.exceptions import AirflowSkipException
 
-from dynamics_sync import reconcile, steps
-from dynamics_sync.entities import entity_names, entity_order, extract_order
-from dynamics_sync.errors import BudgetSpent
-from dynamics_sync.notify import SyncFailureNotifier
-from dynamics_sync.taskgroups import (
-    MARKETO_POOL,
-    _gate,
-    default_args,
-    dry_run_param,
-    failed_entities,
-    release_lock_on_failure,
-    report_run,
-    run_info,
-)
+from dynamics_sync import reconcile
+from dynamics_sync.entities import entity_names
+from dynamics_sync.steps import RECONCILE
+from dynamics_sync.taskgroups import FINISH, default_args, dry_run_param, entity_syncs
 
 CRON = os.environ.get("DYNAMICS_SYNC_RECONCILE_SCHEDULE", "0 3 * * *")
-COUNTS_KEY = "reconcile"  # the extract's XCom of counts, pushed even when nothing drifted
-
-
-def entity_reconcile(entity: str, selected: Any, after: list[TaskGroup],
-                     before_transform: list[TaskGroup]) -> tuple[TaskGroup, Any]:
-    """extract (compare both sides) >> transform >> validate >> load >> report, for one entity."""
-    released = [release_lock_on_failure(entity), SyncFailureNotifier(entity)]
-    with TaskGroup(group_id=entity, tooltip=f"reconcile {entity}: compare, transform, validate, load, report") as group:
-
-        # Nothing drifted: the task returns nothing and transform, validate and load are skipped.
-        @task.short_circuit(pool=MARKETO_POOL, on_failure_callback=released, ignore_downstream_trigger_rules=False)
-        def extract(selected: list[str]) -> dict[str, Any]:
-            if entity not in selected:
-                raise AirflowSkipException(f"{entity} is not among the entities this run reconciles: {selected}")
-            staged, counts = reconcile.extract_step(entity, run_info())
-            get_current_context()["ti"].xcom_push(key=COUNTS_KEY, value=counts)
-            return staged
-
-        @task(on_failure_callback=released)
-        def transform(extracted: dict[str, Any]) -> dict[str, Any]:
-            return steps.transform_step(entity, extracted, run_info())
-
-        @task(on_failure_callback=released)
-        def validate(transformed: dict[str, Any]) -> dict[str, Any]:
-            return steps.validate_step(entity, transformed, run_info())
-
-        @task(pool=MARKETO_POOL, on_failure_callback=released)
-        def load(validated: dict[str, Any]) -> dict[str, Any]:
-            try:
-                return steps.load_step(entity, validated, run_info())
-            except BudgetSpent as exc:  # a clean stop: nothing written, the report says nothing was repaired
-                steps.stop_for_budget(entity, run_info(), str(exc))
-                raise AirflowSkipException(str(exc)) from None
-
-        # Not an argument: a short circuit skips its direct downstream tasks, and this one reports either way.
-        @task(trigger_rule=TriggerRule.NONE_FAILED)
-        def report(validated: dict[str, Any] | None, loaded: dict[str, Any] | None) -> dict[str, Any]:
-            ti = get_current_context()["ti"]
-            counts = ti.xcom_pull(task_ids=f"{entity}.extract", key=COUNTS_KEY)
-            if counts is None:
-                raise AirflowSkipException(f"{entity} was not reconciled in this run")
-            extracted = ti.xcom_pull(task_ids=f"{entity}.extract") or {}
-            return reconcile.report_step(entity, counts, validated, loaded, extracted.get("drift"), run_info())
-
-        extracted = extract(selected)
-        if after:
-            _gate("after_upstream_entities", "Waits for the entities this one points at: ", after) >> extracted
-        transformed = transform(extracted)
-        if before_transform:
-            _gate("after_converted_from", "Waits for the entities this one's records are qualified from: ",
-                  before_transform) >> transformed
-        validated = validate(transformed)
-        reported = report(validated, load(validated))
-    return group, reported
-
 
 with DAG(
     dag_id=reconcile.DAG_ID,
@@ -135,22 +69,12 @@ with DAG(
         return reconcile.select_entities((params or {}).get("entities"))
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def reconcile_summary(reports: dict[str, Any]) -> dict[str, Any]:
+    def reconcile_summary() -> dict[str, Any]:
         """Per entity: checked, drifted, repaired, failed, left_to_replay (None: skipped or failed; see its group)."""
-        return reports
+        ti = get_current_context()["ti"]
+        return {name: ti.xcom_pull(task_ids=f"{name}.{FINISH[RECONCILE]}") for name in entity_names()}
 
-    selected = select_entities()
-    order, reads = entity_order(), extract_order()
-    groups: dict[str, TaskGroup] = {}
-    reports: dict[str, Any] = {}
-    pending = list(entity_names())
-    while pending:  # dependencies first, as in the sync DAGs (what a record points at is repaired before it)
-        name = next(n for n in pending if all(d in groups for d in order[n]))
-        pending.remove(name)
-        groups[name], reports[name] = entity_reconcile(
-            name, selected, after=[groups[d] for d in reads[name]],
-            before_transform=[groups[d] for d in order[name] if d not in reads[name]])
-    watcher, alerts = failed_entities(), report_run()
-    for group in groups.values():
-        group >> [watcher, alerts]
-    alerts >> reconcile_summary(reports)
+    # One group per entity, dependencies first, as in the sync DAGs (what a record points at is repaired
+    # before it): compare both sides >> transform >> validate >> load >> report.
+    groups = entity_syncs(RECONCILE, selected=select_entities())
+    list(groups.values()) >> reconcile_summary()

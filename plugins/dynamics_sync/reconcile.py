@@ -44,7 +44,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
-from dynamics_sync import extract, metadata, references, steps, transform
+from dynamics_sync import extract, references, steps, transform
 from dynamics_sync.conflict import DYNAMICS, MARKETO, normalize, same
 from dynamics_sync.entities import EntitySpec, load_entities
 from dynamics_sync.errors import ApiError, RefusedToRun
@@ -288,8 +288,7 @@ def extract_step(entity: str, run: steps.RunInfo) -> tuple[dict[str, Any], dict[
         if not run.dry_run:
             store.acquire_lock(entity, run.ctx, steps.LOCK_TTL)
         dynamics, marketo = DynamicsHook(), MarketoHook()
-        last = store.watermark(entity, steps.SCHEMA)
-        schema, spec = steps._schema(dynamics, marketo, configured, json.loads(last) if last else None)
+        schema, spec = steps.sync_schema(dynamics, marketo, configured, steps.last_schema(store, entity))
         failing, unseen = _failing(store, entity), _linked_ids(store, entity)
         found, reference_activities = Findings(), []
         part_rows = int(os.environ.get(steps.PART_ROWS_ENV, steps.PART_ROWS))
@@ -314,7 +313,7 @@ def extract_step(entity: str, run: steps.RunInfo) -> tuple[dict[str, Any], dict[
                      d.new_value)
         if not found.differences:
             if not run.dry_run:
-                store.commit_load(run.ctx, summaries=steps._summaries(spec, {}), release=entity)
+                store.commit_load(run.ctx, summaries=steps.run_summaries(spec, {}), release=entity)
             return {}, counts
         return _staged(spec, run, schema, configured, found, reference_activities), counts
     finally:
@@ -331,19 +330,12 @@ def _staged(spec: EntitySpec, run: steps.RunInfo, schema: dict[str, Any], config
         people = pd.DataFrame(found.marketo_rows, columns=list(people.columns))
     drift = pd.DataFrame([{**asdict(d), "old_value": as_text(d.old_value), "new_value": as_text(d.new_value)}
                           for d in found.differences], columns=DRIFT_COLUMNS).astype(object)
-    activities = [*drift_activities(spec, found.differences), *reference_activities]
-    return {
-        "entity": spec.name, "mode": steps.INCREMENTAL, "interval": True, "sync_user_id": None,
-        "dynamics": [steps.stage(run, spec, "dynamics_rows_0000", dyn)],
-        "extract_activities": [steps.stage(run, spec, "extract_activities_0000", steps._activities_frame(activities))],
-        "marketo": steps.stage(run, spec, "marketo_rows", people),
-        "events": steps.stage(run, spec, "marketo_events", pd.DataFrame(found.events, columns=extract.EVENT_COLUMNS)),
-        "marks": {}, "schema": schema,
-        # Reported here when this run is the first to see them (the load records the schema baseline).
-        "field_problems": [asdict(p) for p in metadata.new_problems(configured, schema)],
-        "counts": {"dynamics_rows": len(dyn), "marketo_rows": len(people)},
-        "drift": steps.stage(run, spec, "reconcile_drift", drift),
-    }
+    events = pd.DataFrame(found.events, columns=extract.EVENT_COLUMNS)
+    return steps.staged_records(
+        run, spec, configured, schema, dyn, people, events=events,
+        activities=[*drift_activities(spec, found.differences), *reference_activities],
+        drift=steps.stage(run, spec, "reconcile_drift", drift),
+    )
 
 
 # ---- reporting ------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ again in this run (whose own activity_log row, with the reason as it stands now,
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from typing import Any
 
@@ -51,8 +50,7 @@ def extract_step(entity: str, params: dict[str, Any], run: steps.RunInfo) -> dic
             return {}
         store.acquire_lock(configured.name, run.ctx, steps.LOCK_TTL)
         dynamics, marketo = DynamicsHook(), MarketoHook()
-        last = store.watermark(entity, steps.SCHEMA)
-        schema, spec = steps._schema(dynamics, marketo, configured, json.loads(last) if last else None)
+        schema, spec = steps.sync_schema(dynamics, marketo, configured, steps.last_schema(store, entity))
         by_marketo = store.links_by_marketo(int(f["marketo_id"]) for f in failures if f["marketo_id"] is not None)
         dynamics_ids = {f["dynamics_id"] for f in failures if f["dynamics_id"]}
         dynamics_ids |= {link.dynamics_id for link in by_marketo.values() if link.entity == entity}
@@ -69,19 +67,11 @@ def extract_step(entity: str, params: dict[str, Any], run: steps.RunInfo) -> dic
         marketo_ids = sorted({link.marketo_id for link in links.values() if link.marketo_id is not None})
         mkto = (extract.marketo_people(marketo, spec, "id", marketo_ids) if spec.is_person and marketo_ids
                 else extract.marketo_people_empty(spec))
-        return {
-            "entity": spec.name, "mode": steps.INCREMENTAL,
-            "interval": True,  # like an older interval: the records are re-synced, the watermarks stay
-            "sync_user_id": dynamics.who_am_i(),
-            "dynamics": [steps.stage(run, spec, "dynamics_rows_0000", frame)],
-            "extract_activities": [steps.stage(run, spec, "extract_activities_0000",
-                                               steps._activities_frame(reference_activities))],
-            "marketo": steps.stage(run, spec, "marketo_rows", mkto),
-            "events": steps.stage(run, spec, "marketo_events", pd.DataFrame(columns=extract.EVENT_COLUMNS)),
-            "marks": {}, "schema": schema, "field_problems": [],
-            "counts": {"replayed_failures": len(failures), "dynamics_rows": len(frame), "marketo_rows": len(mkto)},
-            "replayed": [int(f["id"]) for f in failures],
-        }
+        return steps.staged_records(
+            run, spec, configured, schema, frame, mkto, activities=reference_activities,
+            sync_user_id=dynamics.who_am_i(), counts={"replayed_failures": len(failures)},
+            replayed=[int(f["id"]) for f in failures],
+        )
     finally:
         store.dispose()
 

@@ -293,7 +293,18 @@ class StateStore:
         }
 
     def links_by_marketo(self, marketo_ids: Iterable[int]) -> dict[int, Link]:
-        return {link.marketo_id: link for link in self._links(None, record_links.c.marketo_id, marketo_ids)}
+        """The link of each person, of any entity.
+
+        A person can carry more than one link: a lead qualified into a contact keeps its closed lead link
+        beside the contact's, and a person merged away keeps its stopped one. The live link is the
+        person's; among closed ones, the newest.
+        """
+        found: dict[int, Link] = {}
+        for link in self._links(None, record_links.c.marketo_id, marketo_ids):
+            held = found.get(link.marketo_id)
+            if held is None or (held.deleted_at is None, held.id or 0) < (link.deleted_at is None, link.id or 0):
+                found[link.marketo_id] = link
+        return found
 
     def _links(self, where: Any, column: Any, keys: Iterable[Any]) -> Iterator[Link]:
         keys = list(dict.fromkeys(keys))

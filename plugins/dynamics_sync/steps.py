@@ -27,7 +27,7 @@ from dynamics_sync.staging import read_frame, run_dir, write_frame
 from dynamics_sync.state import Activity, Link, RunContext, StateStore, as_text
 
 log = logging.getLogger(__name__)
-INITIAL, INCREMENTAL, REPLAY = "initial", "incremental", "replay"
+INITIAL, INCREMENTAL, REPLAY, RECONCILE = "initial", "incremental", "replay", "reconcile"
 SCHEMA = "schema"  # watermarks side holding the Dynamics column types of the last run (schema drift)
 MARKETO_OVERLAP = dt.timedelta(seconds=60)
 # An entity's lock outlives a crashed run by this much at most; a healthy run releases it at its load commit.
@@ -58,7 +58,7 @@ def stage(run: RunInfo, spec: EntitySpec, name: str, frame: pd.DataFrame) -> str
     return write_frame(frame, run_dir(run.dag_id, run.run_id, spec.name) / f"{name}.parquet")
 
 
-def _activities_frame(activities: list[Activity]) -> pd.DataFrame:
+def activities_frame(activities: list[Activity]) -> pd.DataFrame:
     """Activities as a frame; values are text, as activity_log stores them (a column may mix types)."""
     columns = list(Activity.__dataclass_fields__)
     rows = [
@@ -79,13 +79,45 @@ def _now() -> dt.datetime:
 # ---- extract -------------------------------------------------------------------------------------------
 
 
-def _schema(dynamics: DynamicsHook, marketo: MarketoHook, spec: EntitySpec,
-            last: dict[str, Any] | None) -> tuple[dict[str, Any], EntitySpec]:
+def sync_schema(dynamics: DynamicsHook, marketo: MarketoHook, spec: EntitySpec,
+                last: dict[str, Any] | None) -> tuple[dict[str, Any], EntitySpec]:
     """Read both schemas; warn about each field left out; return the schema and the spec this run syncs."""
     schema = metadata.read_schema(dynamics, marketo, spec, last)
     for problem in metadata.problems(spec, schema):
         log.warning("%s.%s is left out of this run: %s", spec.name, problem.field, problem.reason)
     return schema, metadata.effective(spec, schema)
+
+
+def last_schema(store: StateStore, entity: str) -> dict[str, Any] | None:
+    """The schema the entity's last load recorded: what a new read is compared with (drift, new problems)."""
+    text = store.watermark(entity, SCHEMA)
+    return json.loads(text) if text else None
+
+
+def staged_records(run: RunInfo, spec: EntitySpec, configured: EntitySpec, schema: dict[str, Any],
+                   dynamics: pd.DataFrame, marketo: pd.DataFrame, *, events: pd.DataFrame | None = None,
+                   activities: list[Activity] | None = None, sync_user_id: str | None = None,
+                   counts: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Records a DAG chose to re-sync (not a change feed's), in the shape of an incremental extract's XCom.
+
+    Replay and reconcile read the records they were asked about and hand them to the cycle's own
+    transform, validate and load. "interval" tells those steps that no watermark moves, as for an older
+    interval: the change feeds go on from where they were.
+    """
+    if events is None:
+        events = pd.DataFrame(columns=extract.EVENT_COLUMNS)
+    return {
+        "entity": spec.name, "mode": INCREMENTAL, "interval": True, "sync_user_id": sync_user_id,
+        "dynamics": [stage(run, spec, _part("dynamics_rows", 0), dynamics)],
+        "extract_activities": [stage(run, spec, _part("extract_activities", 0), activities_frame(activities or []))],
+        "marketo": stage(run, spec, "marketo_rows", marketo),
+        "events": stage(run, spec, "marketo_events", events),
+        "marks": {}, "schema": schema,
+        # Reported here when this run is the first to see them (the load records the schema baseline).
+        "field_problems": [asdict(p) for p in metadata.new_problems(configured, schema)],
+        "counts": {"dynamics_rows": len(dynamics), "marketo_rows": len(marketo), **(counts or {})},
+        **extra,
+    }
 
 
 def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
@@ -95,8 +127,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         store.acquire_lock(configured.name, run.ctx, LOCK_TTL)
     dynamics, marketo = DynamicsHook(), MarketoHook()
     started = _now()
-    last_text = store.watermark(configured.name, SCHEMA)
-    last = json.loads(last_text) if last_text else None
+    last = last_schema(store, configured.name)
     schema: dict[str, Any] | None = None
     marks: dict[str, str | None] = {}
     interval = False
@@ -108,7 +139,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     dyn = extract.dynamics_frame(spec, [], None)
     notes: list[Activity] = []  # what the extract itself has to say in activity_log (a fallback it took)
     if mode == INITIAL:
-        schema, spec = _schema(dynamics, marketo, configured, last)
+        schema, spec = sync_schema(dynamics, marketo, configured, last)
         if spec.is_person:
             marks["marketo"] = extract.MarketoMark(since=started - MARKETO_OVERLAP).dumps()
     else:
@@ -127,13 +158,13 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         if interval:
             log.info("%s: re-syncing the older interval %s .. %s (watermarks stay where they are)",
                      spec.name, run.interval_start, run.interval_end)
-            schema, spec = _schema(dynamics, marketo, configured, last)
+            schema, spec = sync_schema(dynamics, marketo, configured, last)
             dyn = extract.dynamics_interval(dynamics, spec, run.interval_start, run.interval_end)
             mark = extract.MarketoMark(since=run.interval_start)
         elif extract.select_changed(spec, delta_link):
             log.warning("%s: the synced fields changed since the last run; every record is read once with the "
                         "new fields (like the native Quick Sync), and only what differs is written", spec.name)
-            schema, spec = _schema(dynamics, marketo, configured, last)
+            schema, spec = sync_schema(dynamics, marketo, configured, last)
             dyn = extract.dynamics_full(dynamics, spec)
             marks = {"dynamics": dyn.delta_link}
         else:
@@ -143,7 +174,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
                 dyn = extract.dynamics_frame(spec, [], delta)
             except ChangeTrackingExpired as exc:
                 # Dataverse no longer knows what changed since the link: compare every record instead.
-                schema, spec = _schema(dynamics, marketo, configured, last)
+                schema, spec = sync_schema(dynamics, marketo, configured, last)
                 dyn = extract.dynamics_full_compare(dynamics, spec, store.live_dynamics_ids(spec.name))
                 marks = {"dynamics": dyn.delta_link}
                 reason = (f"Dynamics change tracking expired ({exc.message}); full compare instead: all "
@@ -161,18 +192,19 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
                 marks["marketo"] = mk.watermark
         if schema is None and (raw or len(mkto_rows) or len(events)):
             # Something changed: now the schema is worth its calls (types, rules, access, drift).
-            schema, spec = _schema(dynamics, marketo, configured, last)
+            schema, spec = sync_schema(dynamics, marketo, configured, last)
             dyn = extract.dynamics_frame(spec, raw, delta)
     if mode == INCREMENTAL and not interval and schema is None:
         # Nothing changed on either side: record the cycle and the new watermarks here, and end the entity's
         # run (the task returns nothing, so transform, validate and load are skipped without starting).
         echoes = {transform.TO_MARKETO: {"echoes": int(mkto_info.get("marketo_echoes_not_read", 0))}}
         if not run.dry_run:
-            store.commit_load(run.ctx, summaries=_summaries(spec, echoes), release=spec.name,
+            store.commit_load(run.ctx, summaries=run_summaries(spec, echoes), release=spec.name,
                               marks={(spec.name, side): v for side, v in marks.items() if v})
         store.dispose()
-        log.info("%s extract: nothing changed on either side (Dynamics calls %d, Marketo calls %d); watermarks "
-                 "advanced, nothing else to do", spec.name, dynamics.calls, marketo.calls)
+        log.info("%s extract: nothing changed on either side (Dynamics calls %d, Marketo calls %d); %s",
+                 spec.name, dynamics.calls, marketo.calls,
+                 "a dry run: no watermark moved" if run.dry_run else "watermarks advanced, nothing else to do")
         return {}
     # The initial copy reads the table a part at a time; every later step works part by part too.
     parts = (extract.dynamics_full_parts(dynamics, spec, int(os.environ.get(PART_ROWS_ENV, PART_ROWS)))
@@ -183,7 +215,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         frame, reference_activities = references.resolve(part.rows, spec, store, dynamics)
         staged["dynamics"].append(stage(run, spec, _part("dynamics_rows", i), frame))
         staged["extract_activities"].append(stage(run, spec, _part("extract_activities", i),
-                                                  _activities_frame([*(notes if i == 0 else []),
+                                                  activities_frame([*(notes if i == 0 else []),
                                                                      *reference_activities])))
         rows, deleted = rows + len(frame), deleted + part.deleted
         if mode == INITIAL and part.delta_link:
@@ -256,7 +288,7 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
         for name, frame in frames.items():
             staged[name].append(stage(run, spec, _part(name, i), frame))
         staged["plan_activities"].append(stage(run, spec, _part("plan_activities", i),
-                                               _activities_frame(plan.activities)))
+                                               activities_frame(plan.activities)))
         counts.update({"to_marketo": len(frames["marketo_writes"]), "to_dynamics": len(frames["dynamics_writes"]),
                        "snapshot_refresh": len(frames["refresh"]), **plan.counts})
     store.dispose()
@@ -363,7 +395,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
                                            rejected=len(frames["dynamics_writes_rejected"]) + to_dynamics.refused)
         last = i == len(parts) - 1
         marks = _load_marks(spec, validated, entity) if last else {}
-        summaries = _summaries(spec, {
+        summaries = run_summaries(spec, {
             transform.TO_MARKETO: {**done[transform.TO_MARKETO], "echoes": validated["counts"].get("echoes", 0)},
             transform.TO_DYNAMICS: dict(done[transform.TO_DYNAMICS]),
         }, collisions) if last else []
@@ -423,7 +455,7 @@ def _refresh_links(spec: EntitySpec, refresh: pd.DataFrame, now: dt.datetime) ->
     ]
 
 
-def _summaries(spec: EntitySpec, done: dict[str, dict[str, int]],
+def run_summaries(spec: EntitySpec, done: dict[str, dict[str, int]],
                collisions: list[Activity] | None = None) -> list[dict[str, Any]]:
     """run_summary rows: one per direction the entity has (a one-way entity has no Marketo-to-Dynamics)."""
     directions = [transform.TO_MARKETO, transform.TO_DYNAMICS][: 2 if spec.two_way else 1]

@@ -97,18 +97,58 @@ def release_lock_on_failure(entity: str) -> Any:
     return callback
 
 
+# The task that ends an entity's group in the DAGs that re-sync chosen records: replay marks each failure
+# it retried, reconcile reports what it found and repaired. The four steps themselves are the same.
+FINISH = {steps.REPLAY: "resolve", steps.RECONCILE: "report"}
+RECONCILE_COUNTS = "reconcile"  # the reconcile extract's XCom of counts, pushed even when nothing drifted
+
+
+def _read(entity: str, mode: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What an entity's extract hands on in each DAG: a change feed's read (initial copy, cycle), the
+    failures chosen to replay, or the drift a full compare found (the reconcile's counts go to XCom too)."""
+    if mode == steps.REPLAY:
+        from dynamics_sync import replay
+
+        return replay.extract_step(entity, params, run_info())
+    if mode == steps.RECONCILE:
+        from dynamics_sync import reconcile
+
+        staged, counts = reconcile.extract_step(entity, run_info())
+        get_current_context()["ti"].xcom_push(key=RECONCILE_COUNTS, value=counts)
+        return staged
+    return steps.extract_step(entity, mode, run_info())
+
+
+def _finish(entity: str, mode: str, validated: dict[str, Any] | None, loaded: dict[str, Any] | None) -> dict[str, Any]:
+    ti = get_current_context()["ti"]
+    extracted = ti.xcom_pull(task_ids=f"{entity}.extract") or {}
+    if mode == steps.REPLAY:
+        if not extracted or loaded is None:  # nothing to replay, or the load stopped for the budget
+            raise AirflowSkipException(f"no {entity} failure was replayed in this run")
+        from dynamics_sync import replay
+
+        return replay.resolve_step(entity, extracted, run_info())
+    from dynamics_sync import reconcile
+
+    counts = ti.xcom_pull(task_ids=f"{entity}.extract", key=RECONCILE_COUNTS)
+    if counts is None:
+        raise AirflowSkipException(f"{entity} was not reconciled in this run")
+    return reconcile.report_step(entity, counts, validated, loaded, extracted.get("drift"), run_info())
+
+
 def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGroup] | None = None,
                 before_transform: list[TaskGroup] | None = None) -> TaskGroup:
     """extract >> transform (conflict-resolve) >> validate (Great Expectations) >> load, for one entity.
 
-    `selected` (an upstream task's list of entity names) skips the whole group when the entity is not in
-    it. `after`: the groups of the entities this one points at, which load before it extracts;
-    `before_transform`: those only its transform needs (the lead a contact was qualified from), so its
-    extract overlaps their loads. Returns the group.
+    `mode` says what extract reads (steps.INITIAL, INCREMENTAL, REPLAY or RECONCILE); replay and
+    reconcile end the group with their FINISH task. `selected` (an upstream task's list of entity names)
+    skips the whole group when the entity is not in it. `after`: the groups of the entities this one
+    points at, which load before it extracts; `before_transform`: those only its transform needs (the
+    lead a contact was qualified from), so its extract overlaps their loads. Returns the group.
     """
     # A task that failed for good frees its entity and tells people at once (dynamics_sync.notify).
     released = [release_lock_on_failure(entity), SyncFailureNotifier(entity)]
-    with TaskGroup(group_id=entity, tooltip=f"sync {entity}: extract, transform, validate, load") as group:
+    with TaskGroup(group_id=entity, tooltip=f"{mode} {entity}: extract, transform, validate, load") as group:
 
         # A short circuit: an idle cycle's extract returns nothing and the entity's other steps are skipped
         # without a process each; only its own downstream, so other entities' trigger rules still apply.
@@ -116,11 +156,7 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
         def extract(selected: list[str] | None = None, params: dict | None = None) -> dict[str, Any]:
             if selected is not None and entity not in selected:
                 raise AirflowSkipException(f"{entity} is not among the entities this run syncs: {selected}")
-            if mode == steps.REPLAY:
-                from dynamics_sync import replay
-
-                return replay.extract_step(entity, params or {}, run_info())
-            return steps.extract_step(entity, mode, run_info())
+            return _read(entity, mode, params or {})
 
         @task(on_failure_callback=released)
         def transform(extracted: dict[str, Any]) -> dict[str, Any]:
@@ -145,16 +181,16 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
         if before_transform:
             _gate("after_converted_from", "Waits for the entities this one's records are qualified from: ",
                   before_transform) >> transformed
-        loaded = load(validate(transformed))
-        if mode == steps.REPLAY:
+        validated = validate(transformed)
+        loaded = load(validated)
+        if mode in FINISH:
+            # Not downstream of extract (a short circuit skips only its direct downstream): it runs when
+            # nothing was read too, and reads the extract's result from XCom.
+            @task(task_id=FINISH[mode], trigger_rule=TriggerRule.NONE_FAILED, on_failure_callback=released)
+            def finish(validated: dict[str, Any] | None, loaded: dict[str, Any] | None) -> dict[str, Any]:
+                return _finish(entity, mode, validated, loaded)
 
-            @task(on_failure_callback=released)
-            def resolve(extracted: dict[str, Any]) -> dict[str, Any]:
-                from dynamics_sync import replay
-
-                return replay.resolve_step(entity, extracted, run_info())
-
-            loaded >> resolve(extracted)
+            finish(validated, loaded)
     return group
 
 

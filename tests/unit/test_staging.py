@@ -53,11 +53,11 @@ def _dynamics_rows() -> pd.DataFrame:
 
 
 def _activity_rows() -> pd.DataFrame:
-    """The activity rows a step stages (steps._activities_frame): text values, many of them blank."""
+    """The activity rows a step stages (steps.activities_frame): text values, many of them blank."""
     from dynamics_sync.state import Activity
-    from dynamics_sync.steps import _activities_frame
+    from dynamics_sync.steps import activities_frame
 
-    return _activities_frame([
+    return activities_frame([
         Activity("collision_resolved", entity="lead", direction="to_dynamics", dynamics_id=LEAD_IDS[0],
                  marketo_id=1001, email="ann.lee@example.com", field="jobtitle", old_value="CEO", new_value="CTO",
                  reason="marketo wins for leads"),
