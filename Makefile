@@ -30,8 +30,8 @@ demo: venv
 test: venv
 	$(PY) -m pytest -m "not slow"
 
-# The tests that take minutes each: CeleryExecutor on the local Redis + PostgreSQL, `make up`, the
-# crash-at-each-step-boundary kills and the convergence state machine.
+# The tests that take minutes each: CeleryExecutor on the local Redis + PostgreSQL, `make up`, a backfill
+# run by a real scheduler, the crash-at-each-step-boundary kills and the convergence state machine.
 test-slow: venv
 	$(PY) -m pytest -m slow
 

@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.support import postgres_state, reseed
+
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
 LEADS, CONTACTS = 20, 10
@@ -83,19 +85,13 @@ def world(sandboxes: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     suffix = uuid.uuid4().hex[:8]
     meta_db, state_db, queue = f"dsync_celery_meta_{suffix}", f"dsync_celery_state_{suffix}", f"dsync-{suffix}"
     broker = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
-    sandboxes.post("dynamics", "/_sandbox/reset")
-    sandboxes.post("marketo", "/_sandbox/reset")
-    sandboxes.post("dynamics", "/_sandbox/seed", {"leads": LEADS, "contacts": CONTACTS, "seed": 1})
-    # As the session set them (a module before this one may have tightened them to test the limits).
-    sandboxes.post("marketo", "/_sandbox/limits", {"calls_per_20s": 100000, "daily_quota": 10_000_000})
-    # The state store as an operator would define it: a postgres connection naming its own database.
-    state_conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres",
-                  "schema": state_db}
+    reseed(sandboxes, LEADS, CONTACTS, seed=1)
     airflow = Deployment(
         home=tmp_path_factory.mktemp("celery") / "airflow", db_url=postgres_url(meta_db), port=free_port(),
         executor="CeleryExecutor", broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}", queue=queue,
         worker_concurrency=4,
-        extra_env={"AIRFLOW_CONN_DYNAMICS_SYNC_STATE": json.dumps(state_conn), "DYNAMICS_SYNC_SCHEDULE": "none"},
+        extra_env={"AIRFLOW_CONN_DYNAMICS_SYNC_STATE": json.dumps(postgres_state(state_db)),
+                   "DYNAMICS_SYNC_SCHEDULE": "none"},
     )
     try:
         recreate_postgres_database(meta_db)

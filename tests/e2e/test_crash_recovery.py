@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from dynamics_sync.state import StateStore, record_links
+from dynamics_sync.state import StateStore
 from include.demo.people import People
 from include.runtime.environment import ROOT
 from include.runtime.run_dag import run
+from tests.support import link_ids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # minutes: `make test-slow` (CI runs it)
 LEADS, CONTACTS = 20, 10
@@ -37,11 +38,7 @@ def _killed_run(dag_id: str, point: str, extra_env: dict[str, str] | None = None
 
 
 def _links(store: StateStore, entity: str) -> list[tuple[str, int]]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(record_links.select().where(record_links.c.entity == entity,
-                                                        record_links.c.deleted_at.is_(None))
-                            .order_by(record_links.c.id))
-        return [(r.dynamics_id, r.marketo_id) for r in rows]
+    return link_ids(store, entity, live_only=True)
 
 
 @pytest.fixture(scope="module")

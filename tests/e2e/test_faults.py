@@ -33,9 +33,10 @@ import pytest
 from dynamics_sync import extract, steps
 from dynamics_sync.errors import ApiError, AuthError, ChangeTrackingExpired
 from dynamics_sync.hooks.dynamics import DynamicsHook
-from dynamics_sync.state import StateStore, record_links, watermarks
+from dynamics_sync.state import StateStore, watermarks
 from include.demo.people import People
 from include.runtime.run_dag import run
+from tests.support import link_ids
 
 pytestmark = pytest.mark.e2e
 LEADS, CONTACTS = 16, 20
@@ -85,11 +86,7 @@ def clean_faults(sandboxes: Any) -> Iterator[None]:
 
 
 def _links(store: StateStore, entity: str) -> list[tuple[str, int]]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(record_links.select().where(record_links.c.entity == entity,
-                                                        record_links.c.deleted_at.is_(None))
-                            .order_by(record_links.c.id))
-        return [(r.dynamics_id, r.marketo_id) for r in rows]
+    return link_ids(store, entity, live_only=True)
 
 
 # ---- people's edits, and what both systems must hold after the cycle --------------------------------------

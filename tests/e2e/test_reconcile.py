@@ -21,19 +21,18 @@ from typing import Any
 
 import pytest
 
-from dynamics_sync.state import RunContext, StateStore, record_links, watermarks
+from dynamics_sync.state import RunContext, StateStore, watermarks
 from include.demo.people import People
 from include.runtime.run_dag import run
 from include.sandbox.dynamics.store import DB_FILE as DYNAMICS_DB
+from tests.support import link_rows
 
 pytestmark = pytest.mark.e2e
 MARKETO_DB = "marketo.db"  # include/sandbox/marketo/app.py: state_dir / "marketo.db"
 
 
 def _links(store: StateStore, entity: str) -> list[Any]:
-    with store.engine.connect() as conn:
-        return list(conn.execute(record_links.select().where(record_links.c.entity == entity)
-                                 .order_by(record_links.c.id)))
+    return link_rows(store, entity)
 
 
 def _link(store: StateStore, entity: str, dynamics_id: str) -> Any:

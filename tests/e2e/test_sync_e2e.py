@@ -15,18 +15,17 @@ from typing import Any
 import pytest
 
 from dynamics_sync.staging import read_frame
-from dynamics_sync.state import StateStore, record_links
+from dynamics_sync.state import StateStore
 from include.demo.people import People
 from include.runtime.run_dag import run
+from tests.support import link_ids
 
 pytestmark = pytest.mark.e2e
 LEADS, CONTACTS = 300, 200
 
 
 def _links(store: StateStore, entity: str) -> list[tuple[str, int]]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(record_links.select().where(record_links.c.entity == entity).order_by(record_links.c.id))
-        return [(r.dynamics_id, r.marketo_id) for r in rows]
+    return link_ids(store, entity)
 
 
 @pytest.fixture(scope="module")
