@@ -216,7 +216,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         staged["dynamics"].append(stage(run, spec, _part("dynamics_rows", i), frame))
         staged["extract_activities"].append(stage(run, spec, _part("extract_activities", i),
                                                   activities_frame([*(notes if i == 0 else []),
-                                                                     *reference_activities])))
+                                                                    *reference_activities])))
         rows, deleted = rows + len(frame), deleted + part.deleted
         if mode == INITIAL and part.delta_link:
             marks["dynamics"] = part.delta_link
@@ -456,7 +456,7 @@ def _refresh_links(spec: EntitySpec, refresh: pd.DataFrame, now: dt.datetime) ->
 
 
 def run_summaries(spec: EntitySpec, done: dict[str, dict[str, int]],
-               collisions: list[Activity] | None = None) -> list[dict[str, Any]]:
+                  collisions: list[Activity] | None = None) -> list[dict[str, Any]]:
     """run_summary rows: one per direction the entity has (a one-way entity has no Marketo-to-Dynamics)."""
     directions = [transform.TO_MARKETO, transform.TO_DYNAMICS][: 2 if spec.two_way else 1]
     return [

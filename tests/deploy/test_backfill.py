@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import postgres_state, reseed
+from tests.support import link_rows, postgres_state, reseed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
@@ -144,13 +144,8 @@ def _feed_owners(store: Any, entity: str) -> set[str]:
 
 
 def test_a_backfill_over_a_past_range_resyncs_its_intervals_idempotently(world: World) -> None:
-    from dynamics_sync.state import record_links
-
     airflow, store, people = world.airflow, world.store, world.people
-    with store.engine.connect() as conn:
-        links = conn.execute(record_links.select().where(record_links.c.entity == "lead")
-                             .order_by(record_links.c.id)).fetchall()
-    dyn_lead, mkto_lead = links[0], links[1]
+    dyn_lead, mkto_lead = link_rows(store, "lead")[:2]
     edited_at = dt.datetime.now(dt.UTC)
     people.edit_dynamics("lead", dyn_lead.dynamics_id, {"jobtitle": "Edited in Dynamics before the backfill"})
     people.edit_marketo(mkto_lead.marketo_id, {"title": "Edited in Marketo before the backfill"})
@@ -193,7 +188,7 @@ def test_a_backfill_over_a_past_range_resyncs_its_intervals_idempotently(world: 
         return current if current.get("completed_at") else None
 
     _wait("the backfill to complete", finished, airflow, timeout=900)
-    created = dt.datetime.fromisoformat(backfill["created_at"].replace("Z", "+00:00"))
+    created = _when(backfill, "created_at")
     runs = airflow.runs(INCREMENTAL, run_type="backfill")
     assert runs, "the backfill made runs"
     assert {run["state"] for run in runs} == {"success"}, [(r["dag_run_id"], r["state"]) for r in runs]

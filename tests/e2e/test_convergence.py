@@ -166,14 +166,18 @@ class Convergence(RuleBasedStateMachine):
         return [r for r in self.records if (r.entity, r.dynamics_id) not in self.blocked]
 
     @staticmethod
-    def _pick(data: st.DataObject, items: list[Any], count: int = 1) -> list[Any]:
-        """`count` distinct items (fewer if there are not so many), drawn as fixed-size integers.
+    def _pick(data: st.DataObject, items: list[Any], count: int = 1, least: int = 1) -> list[Any]:
+        """`count` distinct items (fewer if there are not so many), drawn as fixed-size integers; none, and
+        the rule counted as having nothing to act on, when there are fewer than `least`.
 
         The records come from two live systems and outlive the example, so their number differs from one
-        example to the next; drawing indexes of a fixed range (not sampled_from over the list) keeps the
-        shape of every example's choices the same, which hypothesis requires of a generation.
+        example to the next; drawing indexes of a fixed range (not sampled_from over the list), always as
+        many, keeps the shape of every example's choices the same, which hypothesis requires of a generation.
         """
         draws = [data.draw(st.integers(0, 2**16)) for _ in range(count)]
+        if len(items) < least:
+            TALLY["nothing to act on"] += 1
+            return []
         pool, chosen = list(items), []
         for draw in draws:
             if pool:
@@ -203,11 +207,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data(), name=st.sampled_from(sorted(FIELDS)), text=TEXT)
     @tallied
     def edit_in_dynamics(self, data: st.DataObject, name: str, text: str) -> None:
-        chosen = self._some(data)
-        if not chosen:
-            TALLY["nothing to act on"] += 1
-            return
-        for record in chosen:
+        for record in self._some(data):
             value = self._value(text)
             self.people.edit_dynamics(record.entity, record.dynamics_id, {FIELDS[name]: value})
             self._edit(record, "dynamics", name, value)
@@ -215,11 +215,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data(), name=st.sampled_from(sorted(FIELDS)), text=TEXT)
     @tallied
     def edit_in_marketo(self, data: st.DataObject, name: str, text: str) -> None:
-        chosen = self._some(data)
-        if not chosen:
-            TALLY["nothing to act on"] += 1
-            return
-        for record in chosen:
+        for record in self._some(data):
             value = self._value(text)
             self.people.edit_marketo(record.marketo_id, {name: value})
             self._edit(record, "marketo", name, value)
@@ -227,9 +223,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data(), name=st.sampled_from(sorted(FIELDS)), text=TEXT)
     @tallied
     def collide(self, data: st.DataObject, name: str, text: str) -> None:
-        chosen = self._pick(data, self._free())
-        if not chosen:
-            TALLY["nothing to act on"] += 1
+        if not (chosen := self._pick(data, self._free())):
             return
         [record] = chosen
         d_value, m_value = self._value(text), self._value(text)
@@ -250,9 +244,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data())
     @tallied
     def delete_lead_in_dynamics(self, data: st.DataObject) -> None:
-        chosen = self._pick(data, self._quiet_leads())
-        if len(self._quiet_leads()) <= 2:
-            TALLY["nothing to act on"] += 1
+        if not (chosen := self._pick(data, self._quiet_leads(), least=3)):
             return
         [record] = chosen
         self.people.delete_dynamics("lead", record.dynamics_id)
@@ -262,9 +254,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data())
     @tallied
     def qualify_lead(self, data: st.DataObject) -> None:
-        chosen = self._pick(data, self._quiet_leads())
-        if not chosen:
-            TALLY["nothing to act on"] += 1
+        if not (chosen := self._pick(data, self._quiet_leads())):
             return
         [record] = chosen
         created = self.people.qualify_lead(record.dynamics_id)
@@ -275,9 +265,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data())
     @tallied
     def merge_two_synced_people_in_marketo(self, data: st.DataObject) -> None:
-        chosen = self._pick(data, self._quiet(), 2)
-        if len(self._quiet()) <= 3:
-            TALLY["nothing to act on"] += 1
+        if not (chosen := self._pick(data, self._quiet(), 2, least=4)):
             return
         winner, loser = chosen
         self.people.merge_marketo(winner.marketo_id, loser.marketo_id)
@@ -288,9 +276,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data(), text=TEXT)
     @tallied
     def merge_a_synced_person_into_a_marketo_only_one(self, data: st.DataObject, text: str) -> None:
-        chosen = self._pick(data, self._quiet())
-        if not chosen:
-            TALLY["nothing to act on"] += 1
+        if not (chosen := self._pick(data, self._quiet())):
             return
         [record] = chosen
         survivor = self.people.create_marketo({"email": f"mkto-{uuid.uuid4().hex[:10]}@example.com",
@@ -302,9 +288,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data())
     @tallied
     def break_a_required_field_in_marketo(self, data: st.DataObject) -> None:
-        chosen = self._pick(data, self._quiet_leads())
-        if not chosen:
-            TALLY["nothing to act on"] += 1
+        if not (chosen := self._pick(data, self._quiet_leads())):
             return
         [record] = chosen
         self.people.edit_marketo(record.marketo_id, {"lastName": ""})
@@ -313,9 +297,7 @@ class Convergence(RuleBasedStateMachine):
     @rule(data=st.data())
     @tallied
     def fix_the_required_field(self, data: st.DataObject) -> None:
-        chosen = self._pick(data, sorted(self.blocked))
-        if not chosen:
-            TALLY["nothing to act on"] += 1
+        if not (chosen := self._pick(data, sorted(self.blocked))):
             return
         [key] = chosen
         record = self.blocked.pop(key)
