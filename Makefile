@@ -62,12 +62,14 @@ down: venv
 	$(PY) -m include.runtime.up --down $(UP_ARGS)
 
 # Benchmarks through a real scheduler (LocalExecutor, PostgreSQL metadata DB on 127.0.0.1:5432):
-# results in bench/results/latest.json.
+# results in bench/results/latest.json. BENCH_ARGS='--only initial_copy_limited --profile' runs one scenario
+# with py-spy over every process (bench/results/profile-*.txt); see `.venv/bin/python -m bench.run --help`.
+BENCH_ARGS ?=
 bench: venv
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 bench-quick: venv
-	$(PY) -m bench.run --quick
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -14,7 +14,9 @@ sync_person, plus machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -24,6 +26,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from include.runtime.environment import LOCAL, ROOT
 
 RESULTS = ROOT / "bench" / "results"
 SIZES = {
-    "quick": {"limited": 50_000, "unlimited": 100_000, "changes": [1_000], "sync_person_runs": 5},
+    "quick": {"limited": 50_000, "unlimited": 100_000, "changes": [1_000], "sync_person_runs": 3},
     "full": {"limited": 1_000_000, "unlimited": 1_000_000, "changes": [1_000, 50_000], "sync_person_runs": 10},
 }
 MARKETO_RATE = 100 / 20  # calls per second, Marketo's published limit
@@ -97,10 +100,13 @@ class RssSampler:
         self.roots, self.others = roots, others or []
         self.peak_kb = self.peak_pss_kb = self.others_peak_kb = 0
         self.by_role_kb: dict[str, int] = {}
+        self.cpu_ticks: dict[int, tuple[str, int]] = {}  # pid -> (role, utime + stime last seen)
+        self.cpu_before: dict[int, int] = {}  # what the processes running at the start had used before it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> RssSampler:
+        self.cpu_before = {pid: _cpu_ticks(pid) for pid in _process_table()}
         self._thread.start()
         return self
 
@@ -115,7 +121,19 @@ class RssSampler:
     def report(self) -> dict[str, Any]:
         return {"peak_rss_mb": self.peak_mb, "peak_pss_mb": round(self.peak_pss_kb / 1024, 1),
                 "peak_rss_mb_by_role": {k: round(v / 1024, 1) for k, v in sorted(self.by_role_kb.items())},
-                "sandboxes_peak_rss_mb": round(self.others_peak_kb / 1024, 1)}
+                "sandboxes_peak_rss_mb": round(self.others_peak_kb / 1024, 1),
+                "cpu_s_by_role": self.cpu_seconds()}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) per role, the sandboxes included: on 2 cores, what the wall time bought.
+
+        Sampled like memory, so a process's last 0.25 s before it exits is not counted.
+        """
+        ticks: dict[str, int] = {}
+        for pid, (role, used) in self.cpu_ticks.items():
+            ticks[role] = ticks.get(role, 0) + used - self.cpu_before.get(pid, 0)
+        hz = os.sysconf("SC_CLK_TCK")
+        return {role: round(t / hz, 1) for role, t in sorted(ticks.items())}
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -129,9 +147,52 @@ class RssSampler:
             for pid in product:
                 role = _role(table[pid][2])
                 roles[role] = roles.get(role, 0) + table[pid][1]
+                self.cpu_ticks[pid] = (role, _cpu_ticks(pid))
+            for pid in _descendants(self.others, table):
+                self.cpu_ticks[pid] = ("sandboxes", _cpu_ticks(pid))
             for role, kb in roles.items():
                 self.by_role_kb[role] = max(self.by_role_kb.get(role, 0), kb)
             self._stop.wait(0.25)
+
+
+class CallPacer:
+    """Marketo calls per second over a run, from /_sandbox/stats once a second: where the rate window idles.
+
+    A copy at the API floor keeps the window busy from its first write to its last; the seconds in which no
+    call was made, and the longest such stretch, show what held it up (a dependency, a slow step).
+    """
+
+    def __init__(self, boxes: Any):
+        self.boxes, self.counts = boxes, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CallPacer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.counts.append(int(self.boxes.get("marketo", "/_sandbox/stats")["calls"]))
+            except Exception:  # a missed sample is a gap in a diagnostic, not a failure
+                self.counts.append(self.counts[-1] if self.counts else 0)
+
+    def report(self) -> dict[str, Any]:
+        per_second = [b - a for a, b in zip([0, *self.counts], self.counts, strict=False)]
+        stretches, at = [], 0  # (length, start second) of each run of seconds without a call
+        for idle, group in itertools.groupby(per_second, key=lambda n: n == 0):
+            length = len(list(group))
+            if idle:
+                stretches.append((length, at))
+            at += length
+        longest = max(stretches, default=(0, None))
+        return {"marketo_idle_s": sum(n for n, _ in stretches), "marketo_longest_idle_s": longest[0],
+                "marketo_longest_idle_at_s": longest[1]}
 
 
 def _process_table() -> dict[int, tuple[int, int, str]]:
@@ -163,6 +224,15 @@ def _descendants(roots: list[int], table: dict[int, tuple[int, int, str]]) -> se
     return wanted
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _pss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -186,11 +256,29 @@ def _role(cmdline: str) -> str:
     return "other"
 
 
+SCENARIOS = ("initial_copy_limited", "initial_copy_unlimited", "incremental_idle", "incremental_1k",
+             "incremental_50k", "sync_person")
+
+
+def profile_role(chain: list[str]) -> str:
+    """A sampled process's role from its command line and its ancestors' (see bench.profile)."""
+    if "include.sandbox" in chain[-1]:
+        return "sandboxes"
+    if len(chain) > 1 and "LocalExecutor" in chain[-2]:
+        return "tasks"  # a task process is a child of an executor worker
+    return _role(chain[-1])
+
+
 class Bench:
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, only: list[str] | None = None, profile: bool = False):
         self.mode, self.size = mode, SIZES[mode]
         self.root = LOCAL / "bench" / mode
+        self.setup_s: float | None = None
         self.results: dict[str, Any] = {}
+        self.profile = profile
+        self.wanted = set(only or SCENARIOS)
+        if not self.wanted & {"initial_copy_limited", "initial_copy_unlimited"}:
+            self.wanted.add("initial_copy_unlimited")  # a cycle needs a copy first: the faster one
 
     # ---- set-up ----------------------------------------------------------------------------------
 
@@ -280,7 +368,9 @@ class Bench:
         seed(self.boxes, counts)
         self.limits(real)
         self.reset_counters()
-        with RssSampler(self.processes(), self.sandbox_processes()) as rss:
+        scenario = f"initial_copy_{'limited' if real else 'unlimited'}"
+        with RssSampler(self.processes(), self.sandbox_processes()) as rss, CallPacer(self.boxes) as pace, \
+                self.profiled(scenario):
             state, wall = self.airflow.run("dynamics_initial_sync", {"force": True}, timeout=6 * 3600)
         calls = self.counters()
         print(f"initial copy of {n:,} ({'limited' if real else 'unlimited'}): {state} in {wall:.1f} s, {calls}, "
@@ -295,7 +385,25 @@ class Bench:
                 "marketo_calls_min": marketo_min, "dynamics_calls": calls["dynamics_calls"],
                 "dynamics_calls_min": dynamics_min, "api_floor_s": round(floor, 1),
                 "floor_ratio": round(wall / floor, 2) if floor else None, "limit_errors": calls["limit_errors"],
-                **rss.report()}
+                **rss.report(), **pace.report()}
+
+    @contextlib.contextmanager
+    def profiled(self, scenario: str) -> Iterator[None]:
+        """With --profile: py-spy over every process of the scenario, summed up in bench/results/."""
+        if not self.profile:
+            yield
+            return
+        from bench.profile import Profile, render
+
+        roots = {**{f"airflow-{name}": proc.pid for name, proc in self.airflow.procs.items()},
+                 **{f"sandbox-{i}": proc.pid for i, proc in enumerate(self.boxes.procs)}}
+        with Profile(roots, self.root / "profile" / scenario) as spy:
+            yield
+        summary = spy.summary(profile_role)
+        text = render(f"{scenario} ({self.mode}, {self.size[scenario.rsplit('_', 1)[1]]:,} "
+                      f"records)", summary)
+        (RESULTS / f"profile-{self.mode}-{scenario}.txt").write_text(text + "\n")
+        print(text, flush=True)
 
     def incremental(self, changes: int) -> dict[str, Any]:
         if changes:
@@ -346,23 +454,32 @@ class Bench:
         return {"runs": runs, "median_s": round(statistics.median(seconds), 2), "max_s": round(max(seconds), 2)}
 
     def run(self) -> dict[str, Any]:
+        started = time.monotonic()
         self.start()
+        self.setup_s = round(time.monotonic() - started, 1)
+        print(f"set up (sandboxes, metadata DB, Airflow components) in {self.setup_s} s", flush=True)
         try:
-            r = self.results
-            r["initial_copy_limited"] = self.initial_copy(self.size["limited"], real=True)
-            r["initial_copy_unlimited"] = self.initial_copy(self.size["unlimited"], real=False)
-            # The first cycle after an initial copy reads the copy's own writes back from Marketo's change
-            # feed (and recognises them as echoes); it is reported, and idle is measured after it.
-            catch_up = self.incremental(0)
-            idle = self.incremental(0)
-            idle["calls_per_idle_day_share_of_budget"] = round(idle["marketo_calls"] * 288 / (50_000 * 0.8), 4)
-            idle["entities"] = len(load_entities())
-            idle["first_cycle_after_initial"] = {k: catch_up[k] for k in ("wall_s", "marketo_calls", "dynamics_calls")}
-            r["incremental_idle"] = idle
+            r, wanted = self.results, self.wanted
+            if "initial_copy_limited" in wanted:
+                r["initial_copy_limited"] = self.initial_copy(self.size["limited"], real=True)
+            if "initial_copy_unlimited" in wanted:
+                r["initial_copy_unlimited"] = self.initial_copy(self.size["unlimited"], real=False)
+            if wanted & {"incremental_idle", "incremental_1k", "incremental_50k"}:
+                # The first cycle after an initial copy reads the copy's own writes back from Marketo's change
+                # feed (and recognises them as echoes); it is reported, and idle is measured after it.
+                catch_up = self.incremental(0)
+                idle = self.incremental(0)
+                idle["calls_per_idle_day_share_of_budget"] = round(idle["marketo_calls"] * 288 / (50_000 * 0.8), 4)
+                idle["entities"] = len(load_entities())
+                idle["first_cycle_after_initial"] = {k: catch_up[k] for k in ("wall_s", "marketo_calls",
+                                                                              "dynamics_calls")}
+                r["incremental_idle"] = idle
             for changes in self.size["changes"]:
                 key = "incremental_1k" if changes == 1_000 else "incremental_50k"
-                r[key] = self.incremental(changes)
-            r["sync_person"] = self.sync_person(self.size["sync_person_runs"])
+                if key in wanted:
+                    r[key] = self.incremental(changes)
+            if "sync_person" in wanted:
+                r["sync_person"] = self.sync_person(self.size["sync_person_runs"])
         finally:
             self.stop()
         return r
@@ -380,24 +497,29 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the smaller sizes (under a few minutes)")
+    parser.add_argument("--only", action="append", choices=SCENARIOS, metavar="SCENARIO",
+                        help="run only this scenario (repeatable; a cycle runs after the copy it needs); the result "
+                             "goes to a dated -partial file, latest.json keeps the last whole run")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the initial copies with py-spy: bench/results/profile-<mode>-<scenario>.txt")
     args = parser.parse_args(argv)
     from include.runtime.environment import configure
 
     configure(LOCAL / "bench" / "cli-airflow")
     mode = "quick" if args.quick else "full"
     started = time.monotonic()
-    bench = Bench(mode)
+    bench = Bench(mode, only=args.only, profile=args.profile)
     try:
         bench.run()
     finally:
         # A run that stops half-way keeps the scenarios it finished, in a dated "-partial" file only:
         # latest.json always holds a whole run.
         results = {**bench.results, "machine": {
-            **machine(), "mode": mode, "total_s": round(time.monotonic() - started, 1),
+            **machine(), "mode": mode, "total_s": round(time.monotonic() - started, 1), "setup_s": bench.setup_s,
             "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}}
         wanted = ["initial_copy_limited", "initial_copy_unlimited", "incremental_idle", "incremental_1k",
                   *(["incremental_50k"] if mode == "full" else []), "sync_person"]
-        complete = all(key in results for key in wanted)
+        complete = not args.only and all(key in results for key in wanted)
         RESULTS.mkdir(parents=True, exist_ok=True)
         text = json.dumps(results, indent=2)
         stamp = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{mode}"

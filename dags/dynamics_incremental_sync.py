@@ -27,7 +27,7 @@ import os
 from airflow.sdk import DAG
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
-from dynamics_sync.steps import INCREMENTAL
+from dynamics_sync.modes import INCREMENTAL
 from dynamics_sync.taskgroups import default_args, dry_run_param, entity_syncs
 
 # DYNAMICS_SYNC_SCHEDULE: another cron (the interval stays 5 minutes), or "none" for triggered runs only

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from dynamics_sync.steps import INITIAL
+from dynamics_sync.modes import INITIAL
 from dynamics_sync.taskgroups import default_args, dry_run_param, entity_syncs
 
 with DAG(

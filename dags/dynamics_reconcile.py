@@ -40,15 +40,14 @@ from typing import Any
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
-from dynamics_sync import reconcile
 from dynamics_sync.entities import entity_names
-from dynamics_sync.steps import RECONCILE
+from dynamics_sync.modes import RECONCILE
 from dynamics_sync.taskgroups import FINISH, default_args, dry_run_param, entity_syncs
 
 CRON = os.environ.get("DYNAMICS_SYNC_RECONCILE_SCHEDULE", "0 3 * * *")
 
 with DAG(
-    dag_id=reconcile.DAG_ID,
+    dag_id="dynamics_reconcile",
     # Never a run at once for a time already past (a new deployment waits for the next 03:00).
     schedule=None if CRON == "none" else CronTriggerTimetable(CRON, timezone="UTC", run_immediately=dt.timedelta(0)),
     catchup=False,
@@ -66,6 +65,8 @@ with DAG(
     @task
     def select_entities(params: dict | None = None) -> list[str]:
         """The entities to compare: the named ones, or all, whose initial copy has finished."""
+        from dynamics_sync import reconcile
+
         return reconcile.select_entities((params or {}).get("entities"))
 
     @task(trigger_rule=TriggerRule.ALL_DONE)

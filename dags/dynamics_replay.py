@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from dynamics_sync.steps import REPLAY
+from dynamics_sync.modes import REPLAY
 from dynamics_sync.taskgroups import default_args, entity_syncs
 
 with DAG(

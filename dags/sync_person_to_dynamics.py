@@ -18,7 +18,6 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task, task_group
 
-from dynamics_sync import sync_person
 from dynamics_sync.taskgroups import MARKETO_POOL, default_args, run_info
 
 with DAG(
@@ -41,20 +40,28 @@ with DAG(
     def person() -> Any:
         @task(pool=MARKETO_POOL)
         def extract(params: dict | None = None) -> dict[str, Any]:
+            from dynamics_sync import sync_person
+
             return sync_person.extract_step(
                 int(params["marketo_lead_id"]), run_info(), params.get("sync_as") or "lead", params.get("owner")
             )
 
         @task
         def transform(extracted: dict[str, Any]) -> dict[str, Any]:
+            from dynamics_sync import sync_person
+
             return sync_person.transform_step(extracted, run_info())
 
         @task
         def validate(transformed: dict[str, Any]) -> dict[str, Any]:
+            from dynamics_sync import sync_person
+
             return sync_person.validate_step(transformed, run_info())
 
         @task(pool=MARKETO_POOL)
         def load(validated: dict[str, Any]) -> dict[str, Any]:
+            from dynamics_sync import sync_person
+
             return sync_person.load_step(validated, run_info())
 
         return load(validate(transform(extract())))

@@ -157,6 +157,9 @@ class Deployment:
             "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text(),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            # An entity's next step waits for the scheduler's next loop; an idle loop sleeps this long (1 s by
+            # default), and an idle sync cycle is about ten such hops along the entity dependency chain.
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             # Three DAG files: one parsing process is enough, and each costs a process (about 190 MB).
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",

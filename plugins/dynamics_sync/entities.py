@@ -181,6 +181,29 @@ def entity_order(path: Path | None = None) -> dict[str, list[str]]:
     return {name: [d for d in deps if not _reaches(order, d, name)] for name, deps in order.items()}
 
 
+# Sync Person to Microsoft is a person waiting for an answer: its calls go before any copy's.
+INTERACTIVE_PRIORITY = 1_000
+
+
+def load_priority(name: str, path: Path | None = None) -> int:
+    """How many entity levels wait on this entity's load (0: none): its Marketo calls' place in a full window.
+
+    In an initial copy the loads share Marketo's rate window while later entities wait on some of them
+    (a contact's extract on its account's load, its transform on the leads'). Serving the loads that others
+    wait on first lets those others prepare while the rest of the loads keep the window busy.
+    """
+    order = entity_order(path)
+    waiting_on: dict[str, list[str]] = {n: [] for n in order}
+    for entity, deps in order.items():
+        for dep in deps:
+            waiting_on[dep].append(entity)
+
+    def height(entity: str) -> int:
+        return 1 + max((height(e) for e in waiting_on[entity]), default=-1)
+
+    return height(name) if name in order else 0
+
+
 def extract_order(path: Path | None = None) -> dict[str, list[str]]:
     """Of entity_order's edges, those the extract step needs: lookup targets and `depends_on`.
 

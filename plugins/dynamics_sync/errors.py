@@ -44,3 +44,7 @@ class ApiError(SyncError):
 class ChangeTrackingExpired(ApiError):
     """Dataverse no longer knows the change-tracking version a delta link stands for (the token is older than
     the organisation's change-tracking retention, 7 days by default): only a full read can tell what changed."""
+
+
+class EntityLocked(Exception):
+    """Another run is syncing this entity; this one waits (the task is retried) instead of racing it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,12 @@ from dynamics_sync.errors import ApiError
 from dynamics_sync.fieldtypes import payload_value
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import BATCH, MarketoHook
-from dynamics_sync.state import Activity, Link, StateStore
+from dynamics_sync.state import Activity, Link
 from dynamics_sync.transform import TO_DYNAMICS, TO_MARKETO, match_existing
 
 TYPE_FIELD = "msdynType"
 RECORD_LEVEL_STATUS = {400, 403, 404, 409, 412, 413}
+LinkedPeople = Callable[[list[int]], dict[int, Link]]
 DYNAMICS_CHUNK = 100  # records per UpdateMultiple call (Microsoft suggests 100-1,000 for standard tables)
 
 
@@ -109,7 +111,9 @@ def load_objects(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame) -> L
 
 
 def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame,
-                 store: StateStore | None = None) -> LoadResult:
+                 linked_people: LinkedPeople | None = None) -> LoadResult:
+    """`linked_people(ids)`: the state store's links of those Marketo people (store.links_by_marketo, or a
+    caller's view that first lets its earlier commits land), for creates Marketo answers "already exists"."""
     if not spec.is_person:
         return load_objects(hook, spec, writes)
     result = LoadResult()
@@ -124,7 +128,7 @@ def load_marketo(hook: MarketoHook, spec: EntitySpec, writes: pd.DataFrame,
         refused = _apply(spec, creates, answers, result)
         exists = [pair for pair in refused if "1005" in _codes(pair[1])]  # someone has the email already
         refused = [pair for pair in refused if "1005" not in _codes(pair[1])]
-        links, unmatched = _link_existing(hook, spec, [row for row, _ in exists], result, store)
+        links, unmatched = _link_existing(hook, spec, [row for row, _ in exists], result, linked_people)
         updates += links
         refused += [pair for pair in exists if pair[0]["dynamics_id"] in unmatched]
         _report(spec, refused, "createOnly", result)
@@ -171,7 +175,7 @@ def _report(spec: EntitySpec, refused: list[tuple[dict[str, Any], dict[str, Any]
 
 
 def _link_existing(hook: MarketoHook, spec: EntitySpec, rows: list[dict[str, Any]], result: LoadResult,
-                   store: StateStore | None) -> tuple[list[dict[str, Any]], set[str]]:
+                   linked_people: LinkedPeople | None) -> tuple[list[dict[str, Any]], set[str]]:
     """Creates answered "1005 Lead already exists": someone in Marketo has the email.
 
     A person whose link field holds this record's Dynamics id is one an earlier, crashed try of this load
@@ -194,7 +198,7 @@ def _link_existing(hook: MarketoHook, spec: EntitySpec, rows: list[dict[str, Any
         else:
             rest.append(row)
     ids = [int(m) for m in people["marketo_id"]]
-    linked = store.links_by_marketo(ids) if store is not None and ids else {}
+    linked = linked_people(ids) if linked_people is not None and ids else {}
     # People this load has just linked (two records of the batch sharing an email) are taken too.
     linked.update({link.marketo_id: link for link in result.links if link.marketo_id is not None})
     plan, unmatched = match_existing(spec, rest, people, linked)

@@ -54,7 +54,6 @@ from dynamics_sync.staging import read_frame
 from dynamics_sync.state import RECORD_FAILURES, Activity, Link, StateStore, as_text, record_links
 
 log = logging.getLogger(__name__)
-DAG_ID = "dynamics_reconcile"
 DRIFT, REPAIRED = "reconcile_drift", "reconcile_repaired"
 # What a difference is: a value changed, a record with no link, a record gone, the sync filter turned.
 CHANGED, CREATED, VANISHED, MERGED, FILTER = "changed", "created", "vanished", "merged", "sync_filter"

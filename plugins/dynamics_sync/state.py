@@ -43,6 +43,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from dynamics_sync.errors import EntityLocked
+
 STATE_CONN_ID = "dynamics_sync_state"
 # activity_log types meaning "this record did not sync": what users are alerted to, replay retries and
 # the Sync page counts as open failures.
@@ -587,10 +589,6 @@ class StateStore:
 
 
 _MIGRATED: set[str] = set()
-
-
-class EntityLocked(Exception):
-    """Another run is syncing this entity; this one waits (the task is retried) instead of racing it."""
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:

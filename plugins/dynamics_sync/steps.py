@@ -12,22 +12,23 @@ import json
 import logging
 import os
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
 from dynamics_sync import dry_run, extract, load, marketo_activity, metadata, references, transform, validate
-from dynamics_sync.entities import EntitySpec, load_entities
+from dynamics_sync.entities import EntitySpec, load_entities, load_priority
 from dynamics_sync.errors import ChangeTrackingExpired, RefusedToRun
 from dynamics_sync.failpoints import crash_point
 from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.hooks.marketo import MarketoHook
+from dynamics_sync.modes import INCREMENTAL, INITIAL
 from dynamics_sync.staging import read_frame, run_dir, write_frame
 from dynamics_sync.state import Activity, Link, RunContext, StateStore, as_text
 
 log = logging.getLogger(__name__)
-INITIAL, INCREMENTAL, REPLAY, RECONCILE = "initial", "incremental", "replay", "reconcile"
 SCHEMA = "schema"  # watermarks side holding the Dynamics column types of the last run (schema drift)
 MARKETO_OVERLAP = dt.timedelta(seconds=60)
 # An entity's lock outlives a crashed run by this much at most; a healthy run releases it at its load commit.
@@ -125,7 +126,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     store = StateStore.from_connection()
     if not run.dry_run:  # a dry run writes nothing, so it may look while a real run works
         store.acquire_lock(configured.name, run.ctx, LOCK_TTL)
-    dynamics, marketo = DynamicsHook(), MarketoHook()
+    dynamics, marketo = DynamicsHook(), MarketoHook(priority=load_priority(entity))
     started = _now()
     last = last_schema(store, configured.name)
     schema: dict[str, Any] | None = None
@@ -373,51 +374,68 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
                                                                                  transform.TO_DYNAMICS)}))
         return result
     store = StateStore.from_connection()
-    marketo, dynamics = MarketoHook(), DynamicsHook()
+    marketo, dynamics = MarketoHook(priority=load_priority(entity)), DynamicsHook()
     done = {transform.TO_MARKETO: Counter(), transform.TO_DYNAMICS: Counter()}
     collisions: list[Activity] = []
     logged, advanced = 0, []
-    for i, paths in enumerate(parts):
-        frames = dict(zip(LOAD_INPUTS, (read_frame(path) for path in paths), strict=True))
-        activities = _activities(frames["plan_activities"])
-        activities += load.rejected_activities(spec, frames["marketo_writes_rejected"], transform.TO_MARKETO)
-        activities += load.rejected_activities(spec, frames["dynamics_writes_rejected"], transform.TO_DYNAMICS)
-        to_marketo = load.load_marketo(marketo, spec, frames["marketo_writes"], store)
-        to_dynamics = load.LoadResult()
-        if not frames["dynamics_writes"].empty:
-            to_dynamics = load.load_dynamics(dynamics, spec, frames["dynamics_writes"])
-        now = dt.datetime.now(dt.UTC)
-        activities += to_marketo.activities + to_dynamics.activities
-        collisions += [a for a in activities if a.activity_type == "collision_resolved"]
-        done[transform.TO_MARKETO].update(created=to_marketo.created, updated=to_marketo.updated,
-                                          rejected=len(frames["marketo_writes_rejected"]) + to_marketo.refused)
-        done[transform.TO_DYNAMICS].update(updated=to_dynamics.updated,
-                                           rejected=len(frames["dynamics_writes_rejected"]) + to_dynamics.refused)
-        last = i == len(parts) - 1
-        marks = _load_marks(spec, validated, entity) if last else {}
-        summaries = run_summaries(spec, {
-            transform.TO_MARKETO: {**done[transform.TO_MARKETO], "echoes": validated["counts"].get("echoes", 0)},
-            transform.TO_DYNAMICS: dict(done[transform.TO_DYNAMICS]),
-        }, collisions) if last else []
-        crash_point("load.written", spec.name)
-        store.commit_load(
-            run.ctx,
-            # Converted leads let go of their person first: one person mirrors one record.
-            links=[*_released_leads(spec, frames["marketo_writes"], to_marketo.links, now), *to_marketo.links,
-                   *to_dynamics.links, *_refresh_links(spec, frames["refresh"], now)],
-            activities=activities,
-            summaries=summaries,
-            marks=marks,
-            release=spec.name if last else None,
-        )
+
+    def commit(i: int, links: list[Link], activities: list[Activity], summaries: list[dict[str, Any]],
+               marks: dict[tuple[str, str], str | None], last: bool) -> None:
+        store.commit_load(run.ctx, links=links, activities=activities, summaries=summaries, marks=marks,
+                          release=spec.name if last else None)
         crash_point("load.committed", spec.name)
-        if last:
-            advanced = sorted(side for _, side in marks)
         marketo_activity.post_failures(marketo, activities)
-        logged += len(activities)
         if len(parts) > 1:
-            log.info("%s load: part %d of %d committed (%s)", spec.name, i + 1, len(parts),
-                     {d: dict(c) for d, c in done.items()})
+            log.info("%s load: part %d of %d committed", spec.name, i + 1, len(parts))
+
+    # A part's commit runs beside the next part's writes, so the API's rate window never waits on the
+    # state store. Commits stay in part order (each waits for the one before), and a load that stops
+    # between them has its written parts found linked, or linked by their Dynamics id, on the rerun.
+    pending: Future[None] | None = None
+
+    def linked_people(ids: list[int]) -> dict[int, Link]:
+        if pending is not None:  # a person an earlier part linked must be seen as linked
+            pending.result()
+        return store.links_by_marketo(ids)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-commit") as committer:
+        for i, paths in enumerate(parts):
+            frames = dict(zip(LOAD_INPUTS, (read_frame(path) for path in paths), strict=True))
+            activities = _activities(frames["plan_activities"])
+            activities += load.rejected_activities(spec, frames["marketo_writes_rejected"], transform.TO_MARKETO)
+            activities += load.rejected_activities(spec, frames["dynamics_writes_rejected"], transform.TO_DYNAMICS)
+            to_marketo = load.load_marketo(marketo, spec, frames["marketo_writes"], linked_people)
+            to_dynamics = load.LoadResult()
+            if not frames["dynamics_writes"].empty:
+                to_dynamics = load.load_dynamics(dynamics, spec, frames["dynamics_writes"])
+            now = dt.datetime.now(dt.UTC)
+            activities += to_marketo.activities + to_dynamics.activities
+            collisions += [a for a in activities if a.activity_type == "collision_resolved"]
+            done[transform.TO_MARKETO].update(created=to_marketo.created, updated=to_marketo.updated,
+                                              rejected=len(frames["marketo_writes_rejected"]) + to_marketo.refused)
+            done[transform.TO_DYNAMICS].update(updated=to_dynamics.updated,
+                                               rejected=len(frames["dynamics_writes_rejected"]) + to_dynamics.refused)
+            last = i == len(parts) - 1
+            marks = _load_marks(spec, validated, entity) if last else {}
+            summaries = run_summaries(spec, {
+                transform.TO_MARKETO: {**done[transform.TO_MARKETO], "echoes": validated["counts"].get("echoes", 0)},
+                transform.TO_DYNAMICS: dict(done[transform.TO_DYNAMICS]),
+            }, collisions) if last else []
+            crash_point("load.written", spec.name)
+            # Converted leads let go of their person first: one person mirrors one record.
+            links = [*_released_leads(spec, frames["marketo_writes"], to_marketo.links, now), *to_marketo.links,
+                     *to_dynamics.links, *_refresh_links(spec, frames["refresh"], now)]
+            if pending is not None:
+                pending.result()  # the part before is committed (or its failure ends the load here)
+            pending = committer.submit(commit, i, links, activities, summaries, marks, last)
+            if last:
+                advanced = sorted(side for _, side in marks)
+            logged += len(activities)
+            if len(parts) > 1:
+                log.info("%s load: part %d of %d written (%s)", spec.name, i + 1, len(parts),
+                         {d: dict(c) for d, c in done.items()})
+        if pending is not None:
+            pending.result()
     store.dispose()
     result = {
         "entity": spec.name,

@@ -1,15 +1,17 @@
 """TaskFlow building blocks the DAG files compose: one task group per entity with its four steps.
 
-Tasks stay one-line calls into dynamics_sync.steps. API-bound steps run in Airflow pools that encode each
-API's concurrency limit, and every task shares one retry policy: refused credentials or a malformed
-config fail at once (a retry cannot help), an unreachable API is retried with exponential backoff.
+Tasks stay one-line calls into dynamics_sync.steps, imported inside each task: a DAG file parses (in the
+dag-processor every 30 s, and in every task process) without pandas, pyarrow or the hooks. API-bound steps
+run in Airflow pools that encode each API's concurrency limit, and every task shares one retry policy:
+refused credentials or a malformed config fail at once (a retry cannot help), an unreachable API is retried
+with exponential backoff.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import (
@@ -24,18 +26,21 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
-from dynamics_sync import steps
 from dynamics_sync.entities import ConfigError, entity_names, entity_order, extract_order
 from dynamics_sync.errors import (
     ApiError,
     AuthError,
     BudgetSpent,
+    EntityLocked,
     QuotaExhausted,
     RefusedToRun,
     ServiceUnavailable,
 )
+from dynamics_sync.modes import RECONCILE, REPLAY
 from dynamics_sync.notify import SyncFailureNotifier
-from dynamics_sync.state import EntityLocked
+
+if TYPE_CHECKING:
+    from dynamics_sync.steps import RunInfo
 
 MARKETO_POOL = "marketo_api"
 DYNAMICS_POOL = "dynamics_api"
@@ -68,10 +73,12 @@ def default_args() -> dict[str, Any]:
     }
 
 
-def run_info() -> steps.RunInfo:
+def run_info() -> RunInfo:
+    from dynamics_sync.steps import RunInfo
+
     context = get_current_context()
     dag_run = context["dag_run"]
-    return steps.RunInfo(
+    return RunInfo(
         dag_id=dag_run.dag_id,
         run_id=dag_run.run_id,
         task_id=context["ti"].task_id,
@@ -99,30 +106,32 @@ def release_lock_on_failure(entity: str) -> Any:
 
 # The task that ends an entity's group in the DAGs that re-sync chosen records: replay marks each failure
 # it retried, reconcile reports what it found and repaired. The four steps themselves are the same.
-FINISH = {steps.REPLAY: "resolve", steps.RECONCILE: "report"}
+FINISH = {REPLAY: "resolve", RECONCILE: "report"}
 RECONCILE_COUNTS = "reconcile"  # the reconcile extract's XCom of counts, pushed even when nothing drifted
 
 
 def _read(entity: str, mode: str, params: dict[str, Any]) -> dict[str, Any]:
     """What an entity's extract hands on in each DAG: a change feed's read (initial copy, cycle), the
     failures chosen to replay, or the drift a full compare found (the reconcile's counts go to XCom too)."""
-    if mode == steps.REPLAY:
+    if mode == REPLAY:
         from dynamics_sync import replay
 
         return replay.extract_step(entity, params, run_info())
-    if mode == steps.RECONCILE:
+    if mode == RECONCILE:
         from dynamics_sync import reconcile
 
         staged, counts = reconcile.extract_step(entity, run_info())
         get_current_context()["ti"].xcom_push(key=RECONCILE_COUNTS, value=counts)
         return staged
+    from dynamics_sync import steps
+
     return steps.extract_step(entity, mode, run_info())
 
 
 def _finish(entity: str, mode: str, validated: dict[str, Any] | None, loaded: dict[str, Any] | None) -> dict[str, Any]:
     ti = get_current_context()["ti"]
     extracted = ti.xcom_pull(task_ids=f"{entity}.extract") or {}
-    if mode == steps.REPLAY:
+    if mode == REPLAY:
         if not extracted or loaded is None:  # nothing to replay, or the load stopped for the budget
             raise AirflowSkipException(f"no {entity} failure was replayed in this run")
         from dynamics_sync import replay
@@ -140,7 +149,7 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
                 before_transform: list[TaskGroup] | None = None) -> TaskGroup:
     """extract >> transform (conflict-resolve) >> validate (Great Expectations) >> load, for one entity.
 
-    `mode` says what extract reads (steps.INITIAL, INCREMENTAL, REPLAY or RECONCILE); replay and
+    `mode` says what extract reads (modes.INITIAL, INCREMENTAL, REPLAY or RECONCILE); replay and
     reconcile end the group with their FINISH task. `selected` (an upstream task's list of entity names)
     skips the whole group when the entity is not in it. `after`: the groups of the entities this one
     points at, which load before it extracts; `before_transform`: those only its transform needs (the
@@ -160,14 +169,20 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
 
         @task(on_failure_callback=released)
         def transform(extracted: dict[str, Any]) -> dict[str, Any]:
+            from dynamics_sync import steps
+
             return steps.transform_step(entity, extracted, run_info())
 
         @task(on_failure_callback=released)
         def validate(transformed: dict[str, Any]) -> dict[str, Any]:
+            from dynamics_sync import steps
+
             return steps.validate_step(entity, transformed, run_info())
 
         @task(pool=MARKETO_POOL, on_failure_callback=released)
         def load(validated: dict[str, Any]) -> dict[str, Any]:
+            from dynamics_sync import steps
+
             try:
                 return steps.load_step(entity, validated, run_info())
             except BudgetSpent as exc:  # a clean stop, not a failure: resumes after the quota resets

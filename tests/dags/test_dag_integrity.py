@@ -27,6 +27,26 @@ def monkeypatch_module():
         yield patch
 
 
+HEAVY = ("pandas", "pyarrow", "great_expectations", "msal", "dynamics_sync.steps", "dynamics_sync.hooks.marketo")
+
+
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in (ROOT / "dags").glob("*.py")))
+def test_a_dag_file_parses_without_the_libraries_only_its_tasks_need(dag_file):
+    """The dag-processor re-parses every file every 30 s, and each task process parses its DAG's file
+    first: neither pays for pandas, pyarrow, Great Expectations or the hooks (imported inside the tasks)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import importlib.util, json, sys; spec = importlib.util.spec_from_file_location('d', sys.argv[1]); "
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
+            f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT / "dags" / dag_file)], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
 def test_no_import_errors_even_without_connections(dagbag):
     assert dagbag.import_errors == {}
     assert {"dynamics_initial_sync", "dynamics_incremental_sync", "sync_person_to_dynamics",

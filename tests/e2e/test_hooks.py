@@ -70,3 +70,29 @@ def test_unreachable_marketo_names_the_host_not_the_secret(monkeypatch):
         MarketoHook("gone").describe_leads()
     assert f"127.0.0.1:{port}" in str(err.value)
     assert SECRET not in str(err.value) and err.value.__cause__ is None
+
+
+def test_marketo_writes_overlap_calls_in_input_order_and_same_email_waits(sandboxes, monkeypatch):
+    """A lone load keeps max_concurrent calls in flight (one at a time cannot reach Marketo's rate with
+    real latency), answers in input order, and a second record with an email sends only after the first."""
+    definition = connections.marketo_connection(sandboxes.marketo_info())
+    _use(monkeypatch, "mkto_overlap", {**definition, "extra": {**definition["extra"], "max_concurrent": 3}})
+    stamp = free_port()
+    records = [{"email": f"overlap.{stamp}.{i}@example.com", "lastName": f"Overlap {i}"} for i in range(1200)]
+    records[1000] = {**records[1000], "email": records[5]["email"].upper(), "lastName": "Same email"}
+    sandboxes.post("marketo", "/_sandbox/limits", {"latency_ms": 150})
+    sandboxes.post("marketo", "/_sandbox/stats/reset")
+    try:
+        answers = MarketoHook("mkto_overlap").sync_leads(records, action="createOnly", lookup_field="email")
+        peak = sandboxes.get("marketo", "/_sandbox/stats")["quota"]["peak_inflight"]
+    finally:
+        sandboxes.post("marketo", "/_sandbox/limits", {"latency_ms": 0})
+    assert peak == 3
+    assert len(answers) == len(records)
+    assert answers[1000]["status"] == "skipped" and "1005" in {r["code"] for r in answers[1000]["reasons"]}
+    created = {i: a["id"] for i, a in enumerate(answers) if a["status"] == "created"}
+    assert len(created) == len(records) - 1
+    found = MarketoHook("mkto_overlap").get_leads("email", [records[i]["email"] for i in (0, 299, 300, 899, 1199)],
+                                                  ["id", "email"])
+    by_email = {lead["email"]: lead["id"] for lead in found}
+    assert all(by_email[records[i]["email"]] == created[i] for i in (0, 299, 300, 899, 1199))

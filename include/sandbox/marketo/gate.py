@@ -169,6 +169,7 @@ class Gate:
             await _send_json(send, error_body(*refusal))
             return
         ctx.counters.inflight += 1
+        ctx.counters.peak_inflight = max(ctx.counters.peak_inflight, ctx.counters.inflight)
         try:
             if ctx.settings.latency_ms > 0:
                 await asyncio.sleep(ctx.settings.latency_ms / 1000)

@@ -87,6 +87,7 @@ class Counters:
     def __init__(self) -> None:
         self.window: collections.deque[float] = collections.deque()
         self.inflight = 0
+        self.peak_inflight = 0  # most calls in flight at once since the last stats reset
         self.day = marketo_day()
         self.daily_total = 0
         self.usage: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -104,6 +105,7 @@ class Counters:
         """``POST /_sandbox/stats/reset``: zero the call/error tallies; the daily quota count and the rate
         window are left alone (they are limits, not statistics: see ``reset_counters``)."""
         self.calls = 0
+        self.peak_inflight = self.inflight
         self.by_endpoint.clear()
         self.limit_errors = {"606": 0, "615": 0, "607": 0}
         self.error_tally.clear()
@@ -135,6 +137,7 @@ class Counters:
         self.usage.pop(today, None)
         self.errors.pop(today, None)
         self.calls = 0
+        self.peak_inflight = self.inflight
         self.by_endpoint.clear()
         self.limit_errors = {"606": 0, "615": 0, "607": 0}
         self.error_tally.clear()

@@ -17,7 +17,8 @@
 - ``GET /_sandbox/stats`` → counted calls per endpoint (keys like ``GET /rest/v1/lead/{id}.json``; a
   ``POST`` with ``_method=GET`` counts as the ``GET``), errors returned per code (``errors``; HTTP-level
   ones as ``"HTTP 413"``), record-level reason codes, limit refusals (606/615/607), faulted calls, quota
-  used today, records per entity. ``POST /_sandbox/stats/reset`` zeroes the tallies (not the quota).
+  used today, records per entity; ``quota.peak_inflight`` is the most calls in flight at once since the
+  tallies were last zeroed. ``POST /_sandbox/stats/reset`` zeroes the tallies (not the quota).
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ async def stats(request: Request) -> dict[str, Any]:
             "remaining_today": max(0, ctx.settings.daily_quota - counters.daily_total),
             "calls_in_window": len(counters.window),
             "inflight": counters.inflight,
+            "peak_inflight": counters.peak_inflight,
         },
         "quota_used_today": counters.daily_total,
         "export_bytes_today": ctx.jobs.export_bytes_today() if ctx.jobs is not None else 0,

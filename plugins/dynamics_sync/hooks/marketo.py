@@ -2,12 +2,13 @@
 
 Connection (type "marketo"): host = the instance's base URL (https://<munchkin>.mktorest.com, or the
 sandbox's http://127.0.0.1:8081), login = client id, password = client secret. Extra (all optional):
-munchkin_id, calls_per_20s (default 80, under Marketo's 100 shared by every integration; one window for
-all task processes on the machine), max_concurrent (default 2 per task process: the marketo_api pool's 4
-slots make 8, under Marketo's 10), timeout_s, max_attempts, backoff_base_s, daily_quota (the
-subscription's, default 50,000) and budget_share (this product's part of it, default 0.8): the quota is
-shared with the customer's other integrations, so a load reserves its calls against the day's usage
-(read from Marketo's own usage endpoint) and stops cleanly, before writing, when the budget is spent.
+munchkin_id, calls_per_20s (default 80, under Marketo's 100 shared by every integration; one window for all
+task processes on the machine), max_concurrent (default 2: the calls a task process keeps in flight while it
+writes a batch; the marketo_api pool's 4 slots make 8, under Marketo's 10), timeout_s, max_attempts,
+backoff_base_s, daily_quota (the subscription's, default 50,000) and budget_share (this product's part of
+it, default 0.8): the quota is shared with the customer's other integrations, so a load reserves its calls
+against the day's usage (read from Marketo's own usage endpoint) and stops cleanly, before writing, when the
+budget is spent.
 
 The hook owns the token (reused until shortly before expires_in runs out, renewed on 601/602), keeps the
 call rate under the limit by construction, and backs off on 606/615 and other transient codes. Marketo
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json as _json
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +57,16 @@ class MarketoHook(BaseHook):
             },
         }
 
-    def __init__(self, marketo_conn_id: str = default_conn_name, **kwargs: Any):
+    def __init__(self, marketo_conn_id: str = default_conn_name, priority: int = 0, **kwargs: Any):
+        """`priority`: this hook's place in the machine's shared rate window when it is full (RateLimiter)."""
         super().__init__(**kwargs)
         self.marketo_conn_id = marketo_conn_id
+        self.priority = priority
         self._session: requests.Session | None = None
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self.calls = 0
         self._used_at_start: int | None = None
 
@@ -87,11 +93,13 @@ class MarketoHook(BaseHook):
             self.backoff_base_s = float(extra.get("backoff_base_s", 2.0))
             # One window for every task process on this machine using this API account (see RateLimiter).
             account = hashlib.sha256(f"{base}|{conn.login}".encode()).hexdigest()[:16]
+            self.max_concurrent = max(1, int(extra.get("max_concurrent", 2)))
             self.limiter = RateLimiter(
                 calls=int(extra.get("calls_per_20s", 80)),
                 window_s=20.0,
-                max_concurrent=int(extra.get("max_concurrent", 2)),
+                max_concurrent=self.max_concurrent,
                 shared=Path(tempfile.gettempdir()) / f"dynamics-sync-marketo-{account}.window",
+                priority=self.priority,
             )
             self.daily_budget = int(int(extra.get("daily_quota", 50_000)) * float(extra.get("budget_share", 0.8)))
             self._session = requests.Session()
@@ -172,7 +180,8 @@ class MarketoHook(BaseHook):
     def _call_once(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         token = self._access_token()
         with self.limiter:
-            self.calls += 1
+            with self._count_lock:
+                self.calls += 1
             response = send(
                 self.get_conn(),
                 method,
@@ -231,39 +240,67 @@ class MarketoHook(BaseHook):
         self, records: Sequence[dict[str, Any]], *, action: str, lookup_field: str
     ) -> list[dict[str, Any]]:
         """Create/update leads 300 at a time; one result per input record, in input order."""
-        results: list[dict[str, Any]] = []
-        chunks = (len(records) + BATCH - 1) // BATCH
-        for start in range(0, len(records), BATCH):
-            chunk = list(records[start : start + BATCH])
+        chunks = -(-len(records) // BATCH)
+
+        def send(index: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
             body = self.call(
                 "POST", "/v1/leads.json", json={"action": action, "lookupField": lookup_field, "input": chunk}
             )
             result = body.get("result") or []
             if len(result) != len(chunk):
                 raise ApiError("Marketo", "result", f"sync answered {len(result)} results for {len(chunk)} records")
-            statuses = Counter(str(item.get("status")) for item in result)
-            self.log.info("Marketo %s chunk %d/%d: %d records, %s", action, start // BATCH + 1, chunks, len(chunk),
-                          dict(statuses))
-            results.extend(result)
-        return results
+            self.log.info("Marketo %s chunk %d/%d: %d records, %s", action, index + 1, chunks, len(chunk),
+                          dict(Counter(str(item.get("status")) for item in result)))
+            return result
+
+        return self._batches(records, send, key=lambda r: str(r.get(lookup_field, "")).strip().lower())
 
     def sync_objects(self, marketo_object: str, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Upsert Marketo objects (companies, opportunities, ...) by their dedupe fields, 300 at a time.
 
         One result per input record, in input order (Marketo numbers them with `seq`).
         """
-        results: list[dict[str, Any]] = []
-        for start in range(0, len(records), BATCH):
-            chunk = list(records[start : start + BATCH])
+
+        def send(index: int, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
             body = self.call("POST", f"/v1/{marketo_object}.json",
                              json={"action": "createOrUpdate", "dedupeBy": "dedupeFields", "input": chunk})
             result = sorted(body.get("result") or [], key=lambda item: int(item.get("seq", 0)))
             if len(result) != len(chunk):
                 raise ApiError("Marketo", "result", f"sync answered {len(result)} results for {len(chunk)} records")
-            self.log.info("Marketo %s chunk %d: %d records, %s", marketo_object, start // BATCH + 1, len(chunk),
+            self.log.info("Marketo %s chunk %d: %d records, %s", marketo_object, index + 1, len(chunk),
                           dict(Counter(str(item.get("status")) for item in result)))
-            results.extend(result)
-        return results
+            return result
+
+        return self._batches(records, send, key=lambda r: _json.dumps(r, sort_keys=True, default=str))
+
+    def _batches(self, records: Sequence[dict[str, Any]],
+                 send: Callable[[int, list[dict[str, Any]]], list[dict[str, Any]]],
+                 key: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+        """Send `records` 300 a call with up to max_concurrent calls in flight; results in input order.
+
+        One call at a time leaves the rate window idle while Marketo answers (150 ms of latency plus the
+        upsert itself), so a lone load could not reach the published rate; the limiter still keeps every
+        process under it. Calls in flight at once have no order between them, so records that share a key
+        (two Dynamics leads with one email) go in successive rounds: the second sees the first's person
+        (1005 "already exists") exactly as it would one call later. The first failure is raised once the
+        calls already in flight have ended (nothing is left half-sent); calls not yet started are dropped.
+        """
+        self.get_conn()
+        results: list[dict[str, Any] | None] = [None] * len(records)
+        for positions in _rounds(records, key):
+            chunks = [positions[start : start + BATCH] for start in range(0, len(positions), BATCH)]
+            workers = max(1, min(self.max_concurrent, len(chunks)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="marketo-call") as pool:
+                futures = [pool.submit(send, i, [records[p] for p in chunk]) for i, chunk in enumerate(chunks)]
+                try:
+                    for chunk, future in zip(chunks, futures, strict=True):
+                        for position, answer in zip(chunk, future.result(), strict=True):
+                            results[position] = answer
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        return [r for r in results if r is not None]
 
     def describe_leads(self) -> list[dict[str, Any]]:
         return self.call("GET", "/v1/leads/describe.json").get("result") or []
@@ -344,3 +381,16 @@ class MarketoHook(BaseHook):
         except Exception as exc:  # the UI shows the message; our errors never carry secrets
             return False, str(exc)
         return True, "Connected to Marketo: token issued and leads/describe answered"
+
+
+def _rounds(records: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], str]) -> list[list[int]]:
+    """Positions of `records` in rounds: round k holds every key's k-th record, in input order."""
+    seen: Counter[str] = Counter()
+    rounds: list[list[int]] = []
+    for position, record in enumerate(records):
+        k = key(record)
+        if seen[k] == len(rounds):
+            rounds.append([])
+        rounds[seen[k]].append(position)
+        seen[k] += 1
+    return rounds

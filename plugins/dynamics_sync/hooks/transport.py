@@ -11,6 +11,7 @@ import datetime as dt
 import email.utils
 import fcntl
 import logging
+import os
 import random
 import threading
 import time
@@ -93,10 +94,19 @@ class RateLimiter:
     With `shared` (a file path) the window is kept in that file under an exclusive lock, so every task
     process on the machine that calls the same API account counts against one window: Airflow pools bound
     how many processes call at once, and this keeps their sum under the published rate.
+
+    `priority` orders the callers of a shared window when it is full: a call waits while a caller of a higher
+    priority is waiting (each waiter notes itself in the file and renews the note while it waits; a note
+    older than WAITER_TTL_S, a process that died, no longer counts). An initial copy gives the window to
+    the loads other entities wait on, so those entities can prepare while the rest of the loads use it.
     """
 
-    def __init__(self, calls: int, window_s: float, max_concurrent: int, shared: Path | None = None):
-        self.calls, self.window_s, self.shared = calls, window_s, shared
+    WAITER_TTL_S = 1.5
+    POLL_S = 0.5  # the longest a waiter sleeps between looks: its note is renewed well before it expires
+
+    def __init__(self, calls: int, window_s: float, max_concurrent: int, shared: Path | None = None,
+                 priority: int = 0):
+        self.calls, self.window_s, self.shared, self.priority = calls, window_s, shared, priority
         self._stamps: deque[float] = deque()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrent)
@@ -120,19 +130,55 @@ class RateLimiter:
         return self.window_s - (now - self._stamps[0])
 
     def _take_shared(self) -> float:
+        """One look at the shared window: take a call (0) or say how long to wait before the next look.
+
+        The file's first line holds the window's call times, the second the waiters as id:priority:seen.
+        """
         assert self.shared is not None
         with self.shared.open("a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
             now = time.time()
-            stamps = [float(x) for x in handle.read().split() if now - float(x) < self.window_s]
-            if len(stamps) < self.calls:
+            stamps, waiters = _read_window(handle.read(), now, self.window_s, self.WAITER_TTL_S)
+            me = f"{os.getpid()}.{threading.get_ident()}"
+            waiters.pop(me, None)
+            ahead = any(priority > self.priority for priority, _ in waiters.values())
+            taken = len(stamps) < self.calls and not ahead
+            if taken:
                 stamps.append(now)
-                handle.seek(0)
-                handle.truncate()
-                handle.write(" ".join(f"{x:.3f}" for x in stamps))
+            else:
+                waiters[me] = (self.priority, now)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(" ".join(f"{x:.3f}" for x in stamps) + "\n"
+                         + " ".join(f"{k}:{p}:{t:.3f}" for k, (p, t) in waiters.items()))
+            if taken:
                 return 0.0
-            return self.window_s - (now - stamps[0])
+            full = self.window_s - (now - stamps[0]) if len(stamps) >= self.calls else 0.1
+            return min(full, self.POLL_S)
 
     def __exit__(self, *_exc: object) -> None:
         self._slots.release()
+
+
+def _read_window(text: str, now: float, window_s: float,
+                 waiter_ttl_s: float) -> tuple[list[float], dict[str, tuple[int, float]]]:
+    """The shared window's live call times and waiters; anything unreadable (an older format) is dropped."""
+    lines = text.split("\n")
+    stamps: list[float] = []
+    for word in lines[0].split():
+        try:
+            if now - float(word) < window_s:
+                stamps.append(float(word))
+        except ValueError:
+            continue
+    waiters: dict[str, tuple[int, float]] = {}
+    for word in (lines[1] if len(lines) > 1 else "").split():
+        key, _, rest = word.partition(":")
+        priority, _, seen = rest.partition(":")
+        try:
+            if now - float(seen) < waiter_ttl_s:
+                waiters[key] = (int(priority), float(seen))
+        except ValueError:
+            continue
+    return stamps, waiters
