@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import itertools
 import json
 import math
 import os
@@ -153,46 +152,6 @@ class RssSampler:
             for role, kb in roles.items():
                 self.by_role_kb[role] = max(self.by_role_kb.get(role, 0), kb)
             self._stop.wait(0.25)
-
-
-class CallPacer:
-    """Marketo calls per second over a run, from /_sandbox/stats once a second: where the rate window idles.
-
-    A copy at the API floor keeps the window busy from its first write to its last; the seconds in which no
-    call was made, and the longest such stretch, show what held it up (a dependency, a slow step).
-    """
-
-    def __init__(self, boxes: Any):
-        self.boxes, self.counts = boxes, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> CallPacer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            try:
-                self.counts.append(int(self.boxes.get("marketo", "/_sandbox/stats")["calls"]))
-            except Exception:  # a missed sample is a gap in a diagnostic, not a failure
-                self.counts.append(self.counts[-1] if self.counts else 0)
-
-    def report(self) -> dict[str, Any]:
-        per_second = [b - a for a, b in zip([0, *self.counts], self.counts, strict=False)]
-        stretches, at = [], 0  # (length, start second) of each run of seconds without a call
-        for idle, group in itertools.groupby(per_second, key=lambda n: n == 0):
-            length = len(list(group))
-            if idle:
-                stretches.append((length, at))
-            at += length
-        longest = max(stretches, default=(0, None))
-        return {"marketo_idle_s": sum(n for n, _ in stretches), "marketo_longest_idle_s": longest[0],
-                "marketo_longest_idle_at_s": longest[1]}
 
 
 def _process_table() -> dict[int, tuple[int, int, str]]:
@@ -369,8 +328,7 @@ class Bench:
         self.limits(real)
         self.reset_counters()
         scenario = f"initial_copy_{'limited' if real else 'unlimited'}"
-        with RssSampler(self.processes(), self.sandbox_processes()) as rss, CallPacer(self.boxes) as pace, \
-                self.profiled(scenario):
+        with RssSampler(self.processes(), self.sandbox_processes()) as rss, self.profiled(scenario):
             state, wall = self.airflow.run("dynamics_initial_sync", {"force": True}, timeout=6 * 3600)
         calls = self.counters()
         print(f"initial copy of {n:,} ({'limited' if real else 'unlimited'}): {state} in {wall:.1f} s, {calls}, "
@@ -385,7 +343,7 @@ class Bench:
                 "marketo_calls_min": marketo_min, "dynamics_calls": calls["dynamics_calls"],
                 "dynamics_calls_min": dynamics_min, "api_floor_s": round(floor, 1),
                 "floor_ratio": round(wall / floor, 2) if floor else None, "limit_errors": calls["limit_errors"],
-                **rss.report(), **pace.report()}
+                **rss.report()}
 
     @contextlib.contextmanager
     def profiled(self, scenario: str) -> Iterator[None]:
