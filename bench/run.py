@@ -439,7 +439,9 @@ class Bench:
             if "sync_person" in wanted:
                 r["sync_person"] = self.sync_person(self.size["sync_person_runs"])
         finally:
+            stopping = time.monotonic()
             self.stop()
+            print(f"stopped Airflow and the sandboxes in {time.monotonic() - stopping:.1f} s", flush=True)
         return r
 
 

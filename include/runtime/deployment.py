@@ -287,7 +287,7 @@ class Deployment:
                     self.pause(dag_id, False)
                 return
             except RuntimeError:
-                time.sleep(2)
+                time.sleep(0.5)
         raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:.0f} s")
 
     def pause(self, dag_id: str, paused: bool = True) -> None:
@@ -297,7 +297,7 @@ class Deployment:
         body = {"logical_date": None, "conf": conf or {}}
         return self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 3600, poll_s: float = 0.5) -> str:
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 3600, poll_s: float = 0.2) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]

@@ -169,8 +169,17 @@ def test_sigterm_stops_everything_it_started(up: UpProcess) -> None:
     up.proc.send_signal(signal.SIGTERM)
     assert up.proc.wait(timeout=90) == 0, up.text()[-3000:]
     assert "Stopped everything make up started." in up.text()
+    def group_alive(group: int) -> bool:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    # A process started in one of the groups after the snapshot (a task, a parse) must be gone too.
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not all(_gone(pid) for pid in tree):
+    while time.monotonic() < deadline and not (all(_gone(pid) for pid in tree)
+                                               and not any(group_alive(g) for g in set(tree.values()))):
         time.sleep(0.5)
     assert [pid for pid in tree if not _gone(pid)] == []
     for group in set(tree.values()):
