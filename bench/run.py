@@ -287,12 +287,13 @@ class Bench:
     def limits(self, real: bool) -> None:
         """Both sandboxes' limits, and the client-side limits of the Marketo connection to match.
 
-        Limited: the connection takes the whole published rate less 5% for timing jitter (95 calls a 20 s
-        window; the product's default, 80, leaves room for the customer's other integrations) and the
-        marketo_api pool's 4 tasks x 2 calls stay under the 10 concurrent calls. Unlimited: no client-side
+        Limited: the connection takes the whole published rate (100 calls a 20 s window: the limiter holds
+        a call's place until 20 s after its response, so no margin for jitter is needed; the product's
+        default, 80, leaves room for the customer's other integrations) and the marketo_api pool's 4 tasks
+        x 2 calls stay under the 10 concurrent calls. Unlimited: no client-side
         window either, as a connection for an instance with no limit would be set.
         """
-        extra = {"calls_per_20s": 95} if real else {"calls_per_20s": 1_000_000, "max_concurrent": 4}
+        extra = {"calls_per_20s": 100} if real else {"calls_per_20s": 1_000_000, "max_concurrent": 4}
         self.airflow.api("PATCH", "/connections/marketo_default", json=self._marketo_conn_body(extra))
         if real:
             self.boxes.post("marketo", "/_sandbox/limits", {"calls_per_20s": 100, "max_concurrent": 10,

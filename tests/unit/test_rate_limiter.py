@@ -50,9 +50,51 @@ def test_a_full_window_serves_a_waiting_higher_priority_caller_first(tmp_path):
 def test_a_waiter_that_died_no_longer_holds_the_window(tmp_path):
     """A note left by a process that is gone expires: lower callers are not blocked by it for long."""
     shared = tmp_path / "window"
-    shared.write_text(f"\n999999.1:5:{time.time():.3f}")  # a priority-5 waiter that never comes back
+    shared.write_text(f"\n\n999999.1:5:{time.time():.3f}")  # a priority-5 waiter that never comes back
     low = RateLimiter(calls=2, window_s=1.0, max_concurrent=2, shared=shared, priority=0)
     started = time.monotonic()
     with low:
         pass
     assert 1.0 <= time.monotonic() - started < 1.5 + 0.7
+
+
+def test_a_server_stamping_calls_on_arrival_never_sees_more_than_the_limit(tmp_path):
+    """The server counts a call when it arrives, anywhere between send and response; the window holds.
+
+    Calls from threads and from two limiters (two processes' worth) take a random time and arrive at a
+    random moment of it. Stamping calls when they were sent (the old way) lets the server see more than
+    `calls` in some window here, because a call can arrive late and leave the server's window late.
+    """
+    import random
+    import threading
+
+    shared, calls, window_s = tmp_path / "window", 4, 0.5
+    limiters = [RateLimiter(calls=calls, window_s=window_s, max_concurrent=3, shared=shared) for _ in range(2)]
+    arrivals: list[float] = []
+    guard = threading.Lock()
+    rng = random.Random(7)
+
+    def caller(limiter: RateLimiter, seed: int) -> None:
+        mine = random.Random(seed)
+        for _ in range(6):
+            with limiter:
+                took = mine.uniform(0.0, 0.2)
+                arrive = mine.uniform(0.0, took)
+                time.sleep(arrive)
+                with guard:
+                    arrivals.append(time.time())
+                time.sleep(took - arrive)
+
+    threads = [threading.Thread(target=caller, args=(limiters[i % 2], rng.random())) for i in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    elapsed = time.monotonic() - started
+    arrivals.sort()
+    assert len(arrivals) == 24
+    busiest = max(sum(1 for t in arrivals[i:] if t - arrivals[i] < window_s) for i in range(len(arrivals)))
+    assert busiest <= calls, f"the server saw {busiest} calls in one {window_s} s window (limit {calls})"
+    # and the limit is used: 24 calls at 4 a window need about 5.5 windows, plus each call's own time
+    assert elapsed < 24 / calls * (window_s + 0.2) + 1.0

@@ -100,6 +100,7 @@ class MarketoHook(BaseHook):
                 max_concurrent=self.max_concurrent,
                 shared=Path(tempfile.gettempdir()) / f"dynamics-sync-marketo-{account}.window",
                 priority=self.priority,
+                max_call_s=self.timeout + 5,
             )
             self.daily_budget = int(int(extra.get("daily_quota", 50_000)) * float(extra.get("budget_share", 0.8)))
             self._session = requests.Session()

@@ -7,6 +7,7 @@ host, and the original exception is dropped (never chained) so no log or traceba
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import fcntl
@@ -15,7 +16,6 @@ import os
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,13 +89,19 @@ def with_backoff(
 
 
 class RateLimiter:
-    """Sliding-window limiter plus a concurrency cap for the threads of one process.
+    """Sliding-window limiter shared by every task process on the machine, plus a concurrency cap per process.
 
-    With `shared` (a file path) the window is kept in that file under an exclusive lock, so every task
-    process on the machine that calls the same API account counts against one window: Airflow pools bound
-    how many processes call at once, and this keeps their sum under the published rate.
+    The window is kept in a file (`shared`) under an exclusive lock, so every task process that calls the
+    same API account counts against one window: Airflow pools bound how many processes call at once, and
+    this keeps their sum under the published rate.
 
-    `priority` orders the callers of a shared window when it is full: a call waits while a caller of a higher
+    A call holds its place in the window from before it is sent until `window_s` after its response came
+    back. The server stamps a call when it arrives, which is after the client sent it and before the
+    response, so the server's window never holds a call the client's has already let go: the client can
+    use the whole published rate with no margin for latency or jitter. (Stamping at send time, as before,
+    needed a 5% margin and still relied on the latency being steady.)
+
+    `priority` orders the callers of the window when it is full: a call waits while a caller of a higher
     priority is waiting (each waiter notes itself in the file and renews the note while it waits; a note
     older than WAITER_TTL_S, a process that died, no longer counts). An initial copy gives the window to
     the loads other entities wait on, so those entities can prepare while the rest of the loads use it.
@@ -104,81 +110,112 @@ class RateLimiter:
     WAITER_TTL_S = 1.5
     POLL_S = 0.5  # the longest a waiter sleeps between looks: its note is renewed well before it expires
 
-    def __init__(self, calls: int, window_s: float, max_concurrent: int, shared: Path | None = None,
-                 priority: int = 0):
+    def __init__(self, calls: int, window_s: float, max_concurrent: int, shared: Path, priority: int = 0,
+                 max_call_s: float = 300.0):
+        """`max_call_s`: how long a call still in flight holds its place if its process dies mid-call."""
         self.calls, self.window_s, self.shared, self.priority = calls, window_s, shared, priority
-        self._stamps: deque[float] = deque()
+        self.max_call_s = max_call_s
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._held = threading.local()  # this thread's calls in flight, innermost last
+        self._sequence = 0
 
     def __enter__(self) -> RateLimiter:
         self._slots.acquire()
+        with self._lock:
+            self._sequence += 1
+            key = f"{os.getpid()}.{threading.get_ident()}.{self._sequence}"
         while True:
             with self._lock:
-                wait = self._take_shared() if self.shared else self._take_local()
+                wait = self._take(key)
             if wait <= 0:
+                self._held.__dict__.setdefault("keys", []).append(key)
                 return self
             time.sleep(max(wait, 0.01))
 
-    def _take_local(self) -> float:
-        now = time.monotonic()
-        while self._stamps and now - self._stamps[0] >= self.window_s:
-            self._stamps.popleft()
-        if len(self._stamps) < self.calls:
-            self._stamps.append(now)
-            return 0.0
-        return self.window_s - (now - self._stamps[0])
+    def __exit__(self, *_exc: object) -> None:
+        key = self._held.keys.pop()
+        try:
+            with self._lock:
+                self._update(lambda window: window.finish(key, time.time()))
+        finally:
+            self._slots.release()
 
-    def _take_shared(self) -> float:
-        """One look at the shared window: take a call (0) or say how long to wait before the next look.
+    def _take(self, key: str) -> float:
+        """One look at the window: take a place for `key` (0) or say how long to wait before the next look."""
+        me = f"{os.getpid()}.{threading.get_ident()}"
 
-        The file's first line holds the window's call times, the second the waiters as id:priority:seen.
-        """
-        assert self.shared is not None
+        def look(window: _Window) -> float:
+            window.waiters.pop(me, None)
+            ahead = any(priority > self.priority for priority, _ in window.waiters.values())
+            if window.used() < self.calls and not ahead:
+                window.in_flight[key] = window.now
+                return 0.0
+            window.waiters[me] = (self.priority, window.now)
+            full = window.frees_in() if window.used() >= self.calls else 0.1
+            return min(full, self.POLL_S)
+
+        return self._update(look)
+
+    def _update(self, change: Callable[[_Window], T]) -> T:
         with self.shared.open("a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
-            now = time.time()
-            stamps, waiters = _read_window(handle.read(), now, self.window_s, self.WAITER_TTL_S)
-            me = f"{os.getpid()}.{threading.get_ident()}"
-            waiters.pop(me, None)
-            ahead = any(priority > self.priority for priority, _ in waiters.values())
-            taken = len(stamps) < self.calls and not ahead
-            if taken:
-                stamps.append(now)
-            else:
-                waiters[me] = (self.priority, now)
+            window = _Window.read(handle.read(), time.time(), self)
+            result = change(window)
             handle.seek(0)
             handle.truncate()
-            handle.write(" ".join(f"{x:.3f}" for x in stamps) + "\n"
-                         + " ".join(f"{k}:{p}:{t:.3f}" for k, (p, t) in waiters.items()))
-            if taken:
-                return 0.0
-            full = self.window_s - (now - stamps[0]) if len(stamps) >= self.calls else 0.1
-            return min(full, self.POLL_S)
-
-    def __exit__(self, *_exc: object) -> None:
-        self._slots.release()
+            handle.write(window.text())
+            return result
 
 
-def _read_window(text: str, now: float, window_s: float,
-                 waiter_ttl_s: float) -> tuple[list[float], dict[str, tuple[int, float]]]:
-    """The shared window's live call times and waiters; anything unreadable (an older format) is dropped."""
-    lines = text.split("\n")
-    stamps: list[float] = []
-    for word in lines[0].split():
-        try:
-            if now - float(word) < window_s:
-                stamps.append(float(word))
-        except ValueError:
-            continue
-    waiters: dict[str, tuple[int, float]] = {}
-    for word in (lines[1] if len(lines) > 1 else "").split():
-        key, _, rest = word.partition(":")
-        priority, _, seen = rest.partition(":")
-        try:
-            if now - float(seen) < waiter_ttl_s:
-                waiters[key] = (int(priority), float(seen))
-        except ValueError:
-            continue
-    return stamps, waiters
+class _Window:
+    """The shared window file: line 1 the finish times of calls that still count, line 2 the calls in
+    flight as key@start, line 3 the waiters as id:priority:seen. Anything unreadable is dropped."""
+
+    def __init__(self, now: float, limiter: RateLimiter):
+        self.now, self.limiter = now, limiter
+        self.finished: list[float] = []
+        self.in_flight: dict[str, float] = {}
+        self.waiters: dict[str, tuple[int, float]] = {}
+
+    @classmethod
+    def read(cls, text: str, now: float, limiter: RateLimiter) -> _Window:
+        window = cls(now, limiter)
+        lines = [*text.split("\n"), "", "", ""][:3]
+        for word in lines[0].split():
+            with contextlib.suppress(ValueError):
+                if now - float(word) < limiter.window_s:
+                    window.finished.append(float(word))
+        for word in lines[1].split():
+            key, _, start = word.partition("@")
+            with contextlib.suppress(ValueError):
+                if now - float(start) < limiter.max_call_s + limiter.window_s:
+                    window.in_flight[key] = float(start)
+        for word in lines[2].split():
+            key, _, rest = word.partition(":")
+            priority, _, seen = rest.partition(":")
+            with contextlib.suppress(ValueError):
+                if now - float(seen) < limiter.WAITER_TTL_S:
+                    window.waiters[key] = (int(priority), float(seen))
+        return window
+
+    def used(self) -> int:
+        return len(self.finished) + len(self.in_flight)
+
+    def frees_in(self) -> float:
+        """Seconds until the oldest finished call leaves the window (a call in flight frees nothing yet)."""
+        if not self.finished:
+            return self.limiter.POLL_S
+        return self.limiter.window_s - (self.now - min(self.finished))
+
+    def finish(self, key: str, at: float) -> None:
+        if self.in_flight.pop(key, None) is not None:
+            self.finished.append(at)
+
+    def text(self) -> str:
+        return "\n".join([
+            " ".join(f"{x:.3f}" for x in self.finished),
+            " ".join(f"{k}@{t:.3f}" for k, t in self.in_flight.items()),
+            " ".join(f"{k}:{p}:{t:.3f}" for k, (p, t) in self.waiters.items()),
+        ])
