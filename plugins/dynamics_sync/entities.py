@@ -186,22 +186,29 @@ INTERACTIVE_PRIORITY = 1_000
 
 
 def load_priority(name: str, path: Path | None = None) -> int:
-    """How many entity levels wait on this entity's load (0: none): its Marketo calls' place in a full window.
+    """How many entities wait, directly or not, on this entity's load (0: none): its Marketo calls' place in
+    a full window.
 
     In an initial copy the loads share Marketo's rate window while later entities wait on some of them
-    (a contact's extract on its account's load, its transform on the leads'). Serving the loads that others
-    wait on first lets those others prepare while the rest of the loads keep the window busy.
+    (a contact's extract on its account's load, its transform on the leads'). Serving first the loads that
+    the most entities wait on lets those others prepare while the rest of the loads keep the window busy.
+    Counting dependents, not levels, also orders loads on one level: contacts (which projects and
+    opportunity roles wait on) go before opportunities (only roles), so projects prepare while the
+    opportunities still use the window instead of after it.
     """
     order = entity_order(path)
-    waiting_on: dict[str, list[str]] = {n: [] for n in order}
+    waiting_on: dict[str, set[str]] = {n: set() for n in order}
     for entity, deps in order.items():
         for dep in deps:
-            waiting_on[dep].append(entity)
+            waiting_on[dep].add(entity)
 
-    def height(entity: str) -> int:
-        return 1 + max((height(e) for e in waiting_on[entity]), default=-1)
+    def dependents(entity: str) -> set[str]:
+        found = set(waiting_on[entity])
+        for other in waiting_on[entity]:
+            found |= dependents(other)
+        return found
 
-    return height(name) if name in order else 0
+    return len(dependents(name)) if name in order else 0
 
 
 def extract_order(path: Path | None = None) -> dict[str, list[str]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamics_sync.entities import ConfigError, entity_order, load_entities
+from dynamics_sync.entities import ConfigError, entity_order, load_entities, load_priority
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -78,6 +78,14 @@ def test_entities_load_after_what_they_point_at():
     assert order["user"] == []
     assert set(order["contact"]) == {"account", "user", "lead"}, "lookups and the lead it may be qualified from"
     assert set(order["opportunity_role"]) == {"contact", "opportunity"}, "lookups and depends_on"
+
+
+def test_a_full_rate_window_serves_first_the_loads_most_entities_wait_on():
+    """Users (everything points at them) first; contacts, which projects and roles wait on, before
+    opportunities, which only roles wait on; nothing waits on teams, roles or projects."""
+    priority = {name: load_priority(name) for name in entity_order()}
+    assert priority["user"] > priority["account"] > priority["lead"] > priority["contact"] > priority["opportunity"]
+    assert priority["team"] == priority["opportunity_role"] == priority["project"] == 0
 
 
 def test_lookups_must_name_configured_entities_and_form_no_cycle(tmp_path: Path):
