@@ -212,10 +212,11 @@ def load_priority(name: str, path: Path | None = None) -> int:
 
 
 def extract_order(path: Path | None = None) -> dict[str, list[str]]:
-    """Of entity_order's edges, those the extract step needs: lookup targets and `depends_on`.
+    """Of entity_order's edges, those a replay's or reconcile's extract needs: lookup targets, `depends_on`.
 
-    The entity a record is converted from (a contact's lead) is needed only from transform on, so the
-    contact's extract can read Dynamics while the leads load.
+    Those extracts resolve lookups themselves; the entity a record is converted from (a contact's lead)
+    is needed only from transform on. (The initial copy and the cycle resolve lookups in transform, so
+    none of their extracts wait: see taskgroups.entity_syncs.)
     """
     raw = _read(path or config_path())["entities"]
     edges = _edges(raw)

@@ -10,6 +10,10 @@ Dynamics owner is a team, not a user).
 A field may reach its target two levels away (`through`): a custom entity's account, then that account's
 primary contact. The middle rows are read from Dynamics 300 ids a query (Microsoft.Dynamics.CRM.In, about
 14 KB of the GET URL's 32 KB): a copy of 50,000 projects reads its accounts in 167 calls, not 1,250.
+
+The two halves run apart in a sync: `follow` (Dynamics only) in extract, `resolve` (the links) in
+transform, so an entity reads Dynamics while the entities it points at still load, and only its
+transform waits for their links.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from dynamics_sync.hooks.dynamics import DynamicsHook
 from dynamics_sync.state import Activity, StateStore
 
 CHUNK = 300
+POINTER = "__points_at"  # suffix of the column `follow` adds: the far record a `through` field reaches
+
+
+def _pointer_column(f: FieldMap) -> str:
+    return f"{f.marketo}{POINTER}"
 
 
 def _middle(hook: DynamicsHook, f: FieldMap, ids: Iterable[str]) -> dict[str, str | None]:
@@ -43,19 +52,42 @@ def _middle(hook: DynamicsHook, f: FieldMap, ids: Iterable[str]) -> dict[str, st
     return found
 
 
+def follow(frame: pd.DataFrame, spec: EntitySpec, hook: DynamicsHook) -> pd.DataFrame:
+    """Take each `through` field's second hop in Dynamics now; `resolve` then needs only the links.
+
+    The field keeps the id Dynamics holds (for the report of what cannot be resolved); the far id goes
+    to a column of its own, which `resolve` uses and drops.
+    """
+    through = [f for f in spec.fields if f.lookup and f.through is not None]
+    if frame.empty or not through:
+        return frame
+    frame = frame.copy()
+    for f in through:
+        raw = frame[f.marketo].astype(object).where(frame[f.marketo].notna(), None)
+        middle = _middle(hook, f, raw.dropna().unique())
+        frame[_pointer_column(f)] = [middle.get(v) if v is not None else None for v in raw]
+    return frame
+
+
 def resolve(frame: pd.DataFrame, spec: EntitySpec, store: StateStore,
             hook: DynamicsHook | None) -> tuple[pd.DataFrame, list[Activity]]:
-    """Replace each lookup field's Dynamics id with the target's Marketo key; report what cannot be."""
+    """Replace each lookup field's Dynamics id with the target's Marketo key; report what cannot be.
+
+    A `through` field uses the far ids `follow` read, or reads them now with `hook`.
+    """
     lookups = [f for f in spec.fields if f.lookup]
     if frame.empty or not lookups:
-        return frame, []
+        return frame.drop(columns=[c for c in frame.columns if str(c).endswith(POINTER)]), []
     frame = frame.copy()
     entities = load_entities()
     activities: list[Activity] = []
     for f in lookups:
         raw = frame[f.marketo].astype(object).where(frame[f.marketo].notna(), None)
         pointers: dict[Any, Any] = {v: v for v in raw.dropna().unique()}
-        if f.through is not None and pointers and hook is not None:
+        if f.through is not None and _pointer_column(f) in frame:
+            followed = frame[_pointer_column(f)].astype(object).where(frame[_pointer_column(f)].notna(), None)
+            pointers = {v: p for v, p in zip(raw, followed, strict=True) if v is not None}
+        elif f.through is not None and pointers and hook is not None:
             middle = _middle(hook, f, pointers)
             pointers = {v: middle.get(v) for v in pointers}
         target = entities[f.lookup]  # checked by load_entities
@@ -78,4 +110,4 @@ def resolve(frame: pd.DataFrame, spec: EntitySpec, store: StateStore,
                            f"another kind of record); {f.marketo} is left empty",
                 ))
         frame[f.marketo] = [keys.get(v) if v is not None else None for v in raw]
-    return frame, activities
+    return frame.drop(columns=[c for c in frame.columns if str(c).endswith(POINTER)]), activities

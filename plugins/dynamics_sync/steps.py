@@ -35,6 +35,9 @@ MARKETO_OVERLAP = dt.timedelta(seconds=60)
 LOCK_TTL = dt.timedelta(seconds=float(os.environ.get("DYNAMICS_SYNC_LOCK_TTL_S", 3600)))
 # Rows per part of an initial copy: what one step holds in memory at a time (whole Dataverse pages).
 PART_ROWS_ENV, PART_ROWS = "DYNAMICS_SYNC_PART_ROWS", 50_000
+# An extract's XCom marks lookups it left as Dynamics ids (references.follow) for transform to resolve;
+# replay and reconcile resolve in their extracts, which wait for the entities they point at.
+UNRESOLVED = "unresolved"
 
 
 @dataclass
@@ -213,11 +216,11 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     staged: dict[str, list[str]] = {"dynamics": [], "extract_activities": []}
     rows = deleted = 0
     for i, part in enumerate(parts):
-        frame, reference_activities = references.resolve(part.rows, spec, store, dynamics)
+        # Lookups stay Dynamics ids until transform, which waits for the entities they point at to load.
+        frame = references.follow(part.rows, spec, dynamics)
         staged["dynamics"].append(stage(run, spec, _part("dynamics_rows", i), frame))
         staged["extract_activities"].append(stage(run, spec, _part("extract_activities", i),
-                                                  activities_frame([*(notes if i == 0 else []),
-                                                                    *reference_activities])))
+                                                  activities_frame(notes if i == 0 else [])))
         rows, deleted = rows + len(frame), deleted + part.deleted
         if mode == INITIAL and part.delta_link:
             marks["dynamics"] = part.delta_link
@@ -233,6 +236,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         # Only to tell echoes of the sync's own Dynamics writes apart in the counts: asked only when needed.
         "sync_user_id": dynamics.who_am_i() if mode == INCREMENTAL and rows else None,
         **staged,
+        "references": UNRESOLVED,
         "marketo": stage(run, spec, "marketo_rows", mkto_rows),
         "events": stage(run, spec, "marketo_events", events),
         "marks": {k: v for k, v in marks.items() if v},
@@ -276,9 +280,12 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
     counts: Counter[str] = Counter()
     for i, (dynamics_path, activities_path) in enumerate(zip(extracted["dynamics"], extracted["extract_activities"],
                                                              strict=True)):
+        dynamics, references_unresolved = read_frame(dynamics_path), []
+        if extracted.get("references") == UNRESOLVED:
+            dynamics, references_unresolved = references.resolve(dynamics, spec, store, None)
         # Marketo's side (incremental runs only, which have a single part) is planned with the first part.
-        plan = _plan(spec, extracted, store, read_frame(dynamics_path), first=i == 0)
-        plan.activities[:0] = _activities(read_frame(activities_path))
+        plan = _plan(spec, extracted, store, dynamics, first=i == 0)
+        plan.activities[:0] = [*_activities(read_frame(activities_path)), *references_unresolved]
         if i == 0:
             plan.activities[:0] = [
                 Activity(p["kind"], spec.name, None, field=p["field"], reason=p["reason"] + "; left out of this run")

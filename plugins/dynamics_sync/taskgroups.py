@@ -151,9 +151,11 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
 
     `mode` says what extract reads (modes.INITIAL, INCREMENTAL, REPLAY or RECONCILE); replay and
     reconcile end the group with their FINISH task. `selected` (an upstream task's list of entity names)
-    skips the whole group when the entity is not in it. `after`: the groups of the entities this one
-    points at, which load before it extracts; `before_transform`: those only its transform needs (the
-    lead a contact was qualified from), so its extract overlaps their loads. Returns the group.
+    skips the whole group when the entity is not in it. `after`: the groups of the entities that load
+    before this one extracts; `before_transform`: those that load before it transforms, so its extract
+    overlaps their loads. Each list waits behind one gate, `after_upstream_entities` ahead of the first
+    step that waits at all, `after_converted_from` ahead of transform when extract waits too. Returns
+    the group.
     """
     # A task that failed for good frees its entity and tells people at once (dynamics_sync.notify).
     released = [release_lock_on_failure(entity), SyncFailureNotifier(entity)]
@@ -194,8 +196,8 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
             _gate("after_upstream_entities", "Waits for the entities this one points at: ", after) >> extracted
         transformed = transform(extracted)
         if before_transform:
-            _gate("after_converted_from", "Waits for the entities this one's records are qualified from: ",
-                  before_transform) >> transformed
+            _gate("after_converted_from" if after else "after_upstream_entities",
+                  "Waits, before transform, for these entities to load: ", before_transform) >> transformed
         validated = validate(transformed)
         loaded = load(validated)
         if mode in FINISH:
@@ -223,9 +225,13 @@ def entity_syncs(mode: str, selected: Any = None) -> dict[str, TaskGroup]:
     """One group per configured entity, ordered so that what an entity points at is loaded before it.
 
     Accounts and users come before the people and opportunities that reference them, a lead before the
-    contact it may be qualified into (see entities.entity_order).
+    contact it may be qualified into (see entities.entity_order). A sync's extract reads Dynamics and
+    Marketo only (steps.extract_step resolves lookups in transform), so in the sync DAGs every entity
+    extracts at once and only its transform waits for what it points at: a copy's opportunity roles
+    are read while the contacts load. Replay and reconcile resolve lookups in extract, which waits.
     """
-    order, reads = entity_order(), extract_order()
+    order = entity_order()
+    reads = extract_order() if mode in (REPLAY, RECONCILE) else {name: [] for name in order}
     groups: dict[str, TaskGroup] = {}
     pending = list(entity_names())
     while pending:  # dependencies first (entity_order has no cycles)

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from dynamics_sync.entities import load_entities
+from dynamics_sync.entities import entity_order, extract_order, load_entities
 from include.runtime.environment import ROOT
 
 STEPS = ("extract", "transform", "validate", "load")
@@ -61,6 +61,31 @@ def test_one_group_with_four_steps_per_entity(dagbag, dag_id):
         assert set(ids) <= set(dag.task_dict)
         for upstream, downstream in itertools.pairwise(ids):
             assert downstream in dag.task_dict[upstream].downstream_task_ids
+
+
+def _waits_for(dag, task_id: str) -> set[str]:
+    """The entities whose group (its load, or its last step) a task waits for, through its gates."""
+    gates = [dag.task_dict[t] for t in dag.task_dict[task_id].upstream_task_ids if ".after_" in t]
+    return {t.split(".")[0] for g in gates for t in g.upstream_task_ids}
+
+
+@pytest.mark.parametrize("dag_id", ["dynamics_initial_sync", "dynamics_incremental_sync"])
+def test_a_sync_extracts_every_entity_at_once_and_transforms_after_what_it_points_at(dagbag, dag_id):
+    """Lookups resolve in transform: a copy reads the opportunity roles while the contacts still load."""
+    dag, order = dagbag.get_dag(dag_id), entity_order()
+    for entity in load_entities():
+        assert _waits_for(dag, f"{entity}.extract") == set()
+        assert _waits_for(dag, f"{entity}.transform") == set(order[entity])
+    assert _waits_for(dag, "opportunity_role.transform") == {"contact", "opportunity"}
+
+
+def test_replay_and_reconcile_extract_after_what_they_point_at(dagbag):
+    """Their extracts resolve lookups against the links, so they wait; a contact's lead only holds transform."""
+    reads = extract_order()
+    for dag_id in ("dynamics_replay", "dynamics_reconcile"):
+        dag = dagbag.get_dag(dag_id)
+        assert _waits_for(dag, "opportunity_role.extract") == set(reads["opportunity_role"]) >= {"contact"}
+        assert _waits_for(dag, "contact.transform") == {"lead"}
 
 
 def test_the_initial_copy_guard_runs_before_any_entity_step(dagbag):
