@@ -17,6 +17,9 @@ POOLS = {
     # Marketo allows 10 concurrent calls per instance, shared with the customer's other apps; Dataverse 52.
     "marketo_api": (4, "Marketo REST calls in flight (Marketo allows 10 per instance, shared)"),
     "dynamics_api": (8, "Dataverse Web API calls in flight (service protection allows 52 per user)"),
+    # An initial copy's extracts all start at once; two at a time leave the other executor slots to the
+    # steps on the way to the first loads (each extract makes one Marketo call, its describe).
+    "sync_extracts": (2, "initial-copy extracts reading Dynamics at once (the rest wait their turn)"),
 }
 
 

@@ -36,7 +36,7 @@ from dynamics_sync.errors import (
     RefusedToRun,
     ServiceUnavailable,
 )
-from dynamics_sync.modes import RECONCILE, REPLAY
+from dynamics_sync.modes import INITIAL, RECONCILE, REPLAY
 from dynamics_sync.notify import SyncFailureNotifier
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 MARKETO_POOL = "marketo_api"
 DYNAMICS_POOL = "dynamics_api"
+EXTRACT_POOL = "sync_extracts"
 
 RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
@@ -163,7 +164,10 @@ def entity_sync(entity: str, mode: str, selected: Any = None, after: list[TaskGr
 
         # A short circuit: an idle cycle's extract returns nothing and the entity's other steps are skipped
         # without a process each; only its own downstream, so other entities' trigger rules still apply.
-        @task.short_circuit(pool=MARKETO_POOL, on_failure_callback=released, ignore_downstream_trigger_rules=False)
+        # A copy's extracts all start at once and read for minutes: their own pool keeps executor slots
+        # for the steps on the way to the first loads. A cycle's extracts are short and run in parallel.
+        @task.short_circuit(pool=EXTRACT_POOL if mode == INITIAL else MARKETO_POOL, on_failure_callback=released,
+                            ignore_downstream_trigger_rules=False)
         def extract(selected: list[str] | None = None, params: dict | None = None) -> dict[str, Any]:
             if selected is not None and entity not in selected:
                 raise AirflowSkipException(f"{entity} is not among the entities this run syncs: {selected}")

@@ -79,6 +79,21 @@ def test_a_sync_extracts_every_entity_at_once_and_transforms_after_what_it_point
     assert _waits_for(dag, "opportunity_role.transform") == {"contact", "opportunity"}
 
 
+def test_a_copy_reads_two_entities_at_a_time_and_writes_within_marketos_concurrency(dagbag):
+    """The copy's extracts (all ready at once, reading for minutes) get their own pool, so the user chain
+    and the first loads find executor slots; a cycle's short extracts share the Marketo pool with loads."""
+    from include.runtime.environment import POOLS
+
+    copy, cycle = dagbag.get_dag("dynamics_initial_sync"), dagbag.get_dag("dynamics_incremental_sync")
+    for entity in load_entities():
+        assert copy.task_dict[f"{entity}.extract"].pool == "sync_extracts"
+        assert cycle.task_dict[f"{entity}.extract"].pool == "marketo_api"
+        assert copy.task_dict[f"{entity}.load"].pool == cycle.task_dict[f"{entity}.load"].pool == "marketo_api"
+    assert POOLS["sync_extracts"][0] < 4, "fewer than the executor's slots"
+    # each load keeps 2 calls in flight and an extract 1 (its describe): within Marketo's 10
+    assert POOLS["marketo_api"][0] * 2 + POOLS["sync_extracts"][0] <= 10
+
+
 def test_replay_and_reconcile_extract_after_what_they_point_at(dagbag):
     """Their extracts resolve lookups against the links, so they wait; a contact's lead only holds transform."""
     reads = extract_order()
