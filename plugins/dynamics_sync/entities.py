@@ -212,15 +212,29 @@ def load_priority(name: str, path: Path | None = None) -> int:
 
 
 def extract_order(path: Path | None = None) -> dict[str, list[str]]:
-    """Of entity_order's edges, those a replay's or reconcile's extract needs: lookup targets, `depends_on`.
+    """Of entity_order's edges, those an extract that resolves lookups needs: lookup targets, `depends_on`.
 
-    Those extracts resolve lookups themselves; the entity a record is converted from (a contact's lead)
-    is needed only from transform on. (The initial copy and the cycle resolve lookups in transform, so
-    none of their extracts wait: see taskgroups.entity_syncs.)
+    Replay's and reconcile's extracts always resolve lookups themselves (see sync_extract_order for the
+    copy and the cycle); the entity a record is converted from (a contact's lead) is needed only from
+    transform on.
     """
     raw = _read(path or config_path())["entities"]
     edges = _edges(raw)
     return {name: [d for d in deps if d in edges[name][0]] for name, deps in entity_order(path).items()}
+
+
+def sync_extract_order(path: Path | None = None) -> dict[str, list[str]]:
+    """What the extracts of the initial copy and the cycle wait for: nothing, except where a transform
+    waits for more than its lookups anyway.
+
+    A sync's extract leaves lookups as Dynamics ids for transform to resolve, so every entity reads at
+    once and only its transform waits for what it points at (a copy reads the opportunity roles while the
+    contacts load). An entity converted from another (a contact from its lead) transforms only after that
+    one loads, which ends after its lookups' loads: resolving in transform would lengthen that wait, so its
+    extract waits for its lookups and resolves them while the lead still loads (steps.extract_step).
+    """
+    order, reads = entity_order(path), extract_order(path)
+    return {name: reads[name] if set(deps) - set(reads[name]) else [] for name, deps in order.items()}
 
 
 def _edges(raw: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:

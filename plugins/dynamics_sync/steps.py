@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from dynamics_sync import dry_run, extract, load, marketo_activity, metadata, references, transform, validate
-from dynamics_sync.entities import EntitySpec, load_entities, load_priority
+from dynamics_sync.entities import EntitySpec, load_entities, load_priority, sync_extract_order
 from dynamics_sync.errors import ChangeTrackingExpired, RefusedToRun
 from dynamics_sync.failpoints import crash_point
 from dynamics_sync.hooks.dynamics import DynamicsHook
@@ -215,12 +215,19 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
              if mode == INITIAL else [dyn])
     staged: dict[str, list[str]] = {"dynamics": [], "extract_activities": []}
     rows = deleted = 0
+    # Lookups stay Dynamics ids until transform, which waits for the entities they point at to load,
+    # unless this extract waited for them itself (entities.sync_extract_order).
+    resolve_here = bool(sync_extract_order()[entity])
     for i, part in enumerate(parts):
-        # Lookups stay Dynamics ids until transform, which waits for the entities they point at to load.
-        frame = references.follow(part.rows, spec, dynamics)
+        reference_activities: list[Activity] = []
+        if resolve_here:
+            frame, reference_activities = references.resolve(part.rows, spec, store, dynamics)
+        else:
+            frame = references.follow(part.rows, spec, dynamics)
         staged["dynamics"].append(stage(run, spec, _part("dynamics_rows", i), frame))
         staged["extract_activities"].append(stage(run, spec, _part("extract_activities", i),
-                                                  activities_frame(notes if i == 0 else [])))
+                                                  activities_frame([*(notes if i == 0 else []),
+                                                                    *reference_activities])))
         rows, deleted = rows + len(frame), deleted + part.deleted
         if mode == INITIAL and part.delta_link:
             marks["dynamics"] = part.delta_link
@@ -236,7 +243,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         # Only to tell echoes of the sync's own Dynamics writes apart in the counts: asked only when needed.
         "sync_user_id": dynamics.who_am_i() if mode == INCREMENTAL and rows else None,
         **staged,
-        "references": UNRESOLVED,
+        **({} if resolve_here else {"references": UNRESOLVED}),
         "marketo": stage(run, spec, "marketo_rows", mkto_rows),
         "events": stage(run, spec, "marketo_events", events),
         "marks": {k: v for k, v in marks.items() if v},

@@ -26,7 +26,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
-from dynamics_sync.entities import ConfigError, entity_names, entity_order, extract_order
+from dynamics_sync.entities import ConfigError, entity_names, entity_order, extract_order, sync_extract_order
 from dynamics_sync.errors import (
     ApiError,
     AuthError,
@@ -229,13 +229,14 @@ def entity_syncs(mode: str, selected: Any = None) -> dict[str, TaskGroup]:
     """One group per configured entity, ordered so that what an entity points at is loaded before it.
 
     Accounts and users come before the people and opportunities that reference them, a lead before the
-    contact it may be qualified into (see entities.entity_order). A sync's extract reads Dynamics and
-    Marketo only (steps.extract_step resolves lookups in transform), so in the sync DAGs every entity
-    extracts at once and only its transform waits for what it points at: a copy's opportunity roles
-    are read while the contacts load. Replay and reconcile resolve lookups in extract, which waits.
+    contact it may be qualified into (see entities.entity_order). In the sync DAGs an extract reads
+    Dynamics and Marketo only and lookups resolve in transform, so every entity extracts at once and only
+    its transform waits for what it points at (a copy's opportunity roles are read while the contacts
+    load); a contact's extract still waits for its lookups, as its transform waits for the leads anyway
+    (entities.sync_extract_order). Replay and reconcile resolve lookups in extract, which waits.
     """
     order = entity_order()
-    reads = extract_order() if mode in (REPLAY, RECONCILE) else {name: [] for name in order}
+    reads = extract_order() if mode in (REPLAY, RECONCILE) else sync_extract_order()
     groups: dict[str, TaskGroup] = {}
     pending = list(entity_names())
     while pending:  # dependencies first (entity_order has no cycles)

@@ -71,12 +71,19 @@ def _waits_for(dag, task_id: str) -> set[str]:
 
 @pytest.mark.parametrize("dag_id", ["dynamics_initial_sync", "dynamics_incremental_sync"])
 def test_a_sync_extracts_every_entity_at_once_and_transforms_after_what_it_points_at(dagbag, dag_id):
-    """Lookups resolve in transform: a copy reads the opportunity roles while the contacts still load."""
+    """Lookups resolve in transform: a copy reads the opportunity roles while the contacts still load.
+
+    A contact transforms only after the leads load, so its extract waits for its lookups (accounts,
+    owners) and resolves them meanwhile, off the path to the contact load."""
     dag, order = dagbag.get_dag(dag_id), entity_order()
     for entity in load_entities():
+        if entity == "contact":
+            continue
         assert _waits_for(dag, f"{entity}.extract") == set()
         assert _waits_for(dag, f"{entity}.transform") == set(order[entity])
     assert _waits_for(dag, "opportunity_role.transform") == {"contact", "opportunity"}
+    assert _waits_for(dag, "contact.extract") == {"account", "user"}
+    assert _waits_for(dag, "contact.transform") == {"lead"}
 
 
 def test_a_copy_reads_two_entities_at_a_time_and_writes_within_marketos_concurrency(dagbag):

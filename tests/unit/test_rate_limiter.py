@@ -98,3 +98,31 @@ def test_a_server_stamping_calls_on_arrival_never_sees_more_than_the_limit(tmp_p
     assert busiest <= calls, f"the server saw {busiest} calls in one {window_s} s window (limit {calls})"
     # and the limit is used: 24 calls at 4 a window need about 5.5 windows, plus each call's own time
     assert elapsed < 24 / calls * (window_s + 0.2) + 1.0
+
+
+def test_a_higher_callers_call_in_flight_keeps_its_place_for_the_next_one(tmp_path):
+    """Near a full window a lower caller leaves a place for each call a higher one has in flight, and
+    takes it once that caller no longer needs it."""
+    import threading
+
+    shared = tmp_path / "window"
+    high = RateLimiter(calls=3, window_s=2.0, max_concurrent=2, shared=shared, priority=2)
+    low = RateLimiter(calls=3, window_s=2.0, max_concurrent=2, shared=shared, priority=0)
+    release = threading.Event()
+
+    def hold() -> None:
+        with high:
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    with low:  # 1 in flight + 1 kept for it: one place left
+        pass
+    assert time.monotonic() - started < 0.3
+    threading.Timer(0.6, release.set).start()
+    with low:  # the last place is kept for the higher caller until its call is back
+        waited = time.monotonic() - started
+    holder.join(5)
+    assert 0.55 <= waited < 1.5, waited

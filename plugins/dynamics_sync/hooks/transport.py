@@ -103,8 +103,11 @@ class RateLimiter:
 
     `priority` orders the callers of the window when it is full: a call waits while a caller of a higher
     priority is waiting (each waiter notes itself in the file and renews the note while it waits; a note
-    older than WAITER_TTL_S, a process that died, no longer counts). An initial copy gives the window to
-    the loads other entities wait on, so those entities can prepare while the rest of the loads use it.
+    older than WAITER_TTL_S, a process that died, no longer counts), and leaves a place in the window for
+    each call a higher caller has in flight, since that caller sends its next call as soon as one returns.
+    A lower caller still gets every place the higher ones cannot use, so the window stays busy. An initial
+    copy gives the window to the loads other entities wait on, so those entities can prepare while the
+    rest of the loads use it.
     """
 
     WAITER_TTL_S = 1.5
@@ -148,8 +151,10 @@ class RateLimiter:
         def look(window: _Window) -> float:
             window.waiters.pop(me, None)
             ahead = any(priority > self.priority for priority, _ in window.waiters.values())
-            if window.used() < self.calls and not ahead:
-                window.in_flight[key] = window.now
+            # A higher caller's call in flight is followed by its next one: keep it a place.
+            kept = sum(1 for priority, _ in window.in_flight.values() if priority > self.priority)
+            if window.used() + kept < self.calls and not ahead:
+                window.in_flight[key] = (self.priority, window.now)
                 return 0.0
             window.waiters[me] = (self.priority, window.now)
             full = window.frees_in() if window.used() >= self.calls else 0.1
@@ -171,12 +176,12 @@ class RateLimiter:
 
 class _Window:
     """The shared window file: line 1 the finish times of calls that still count, line 2 the calls in
-    flight as key@start, line 3 the waiters as id:priority:seen. Anything unreadable is dropped."""
+    flight as key@priority@start, line 3 the waiters as id:priority:seen. Anything unreadable is dropped."""
 
     def __init__(self, now: float, limiter: RateLimiter):
         self.now, self.limiter = now, limiter
         self.finished: list[float] = []
-        self.in_flight: dict[str, float] = {}
+        self.in_flight: dict[str, tuple[int, float]] = {}  # key -> (priority, start)
         self.waiters: dict[str, tuple[int, float]] = {}
 
     @classmethod
@@ -188,10 +193,11 @@ class _Window:
                 if now - float(word) < limiter.window_s:
                     window.finished.append(float(word))
         for word in lines[1].split():
-            key, _, start = word.partition("@")
+            key, _, rest = word.partition("@")
+            priority, _, start = rest.partition("@")
             with contextlib.suppress(ValueError):
                 if now - float(start) < limiter.max_call_s + limiter.window_s:
-                    window.in_flight[key] = float(start)
+                    window.in_flight[key] = (int(priority), float(start))
         for word in lines[2].split():
             key, _, rest = word.partition(":")
             priority, _, seen = rest.partition(":")
@@ -216,6 +222,6 @@ class _Window:
     def text(self) -> str:
         return "\n".join([
             " ".join(f"{x:.3f}" for x in self.finished),
-            " ".join(f"{k}@{t:.3f}" for k, t in self.in_flight.items()),
+            " ".join(f"{k}@{p}@{t:.3f}" for k, (p, t) in self.in_flight.items()),
             " ".join(f"{k}:{p}:{t:.3f}" for k, (p, t) in self.waiters.items()),
         ])
