@@ -12,7 +12,9 @@ each side with its own snapshot is what recognises the sync's own writes as echo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from sqlalchemy import (
     false,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -238,6 +241,27 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# Every task of a run opens the store, and a sync's extracts start at once: on a new store (or after an
+# upgrade) they would all run the same migration, and all but one fail on "table already exists". One
+# migrates at a time; the others then find the schema current. PostgreSQL: an advisory lock in the
+# migration's transaction; SQLite: an exclusive lock on a file beside the database.
+MIGRATION_LOCK_KEY = 0x6D6B746F  # any constant that no other application on the database uses
+
+
+@contextlib.contextmanager
+def _one_migrator(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class StateStore:
     """Typed access to the state tables; one instance per task, thin over one Engine."""
 
@@ -269,7 +293,9 @@ class StateStore:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        with self.engine.begin() as conn:
+        with _one_migrator(self.engine), self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # held until this transaction ends
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 

@@ -204,3 +204,51 @@ def test_upgrading_an_existing_store_keeps_its_rows(backend: str, tmp_path) -> N
             with admin.begin() as conn:
                 conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
             admin.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_tasks_opening_a_new_store_at_once_migrate_it_one_at_a_time(backend: str, tmp_path) -> None:
+    """A copy's extracts start together and each opens the store: on a new store (or a newer release)
+    one runs the migration and the others find the schema current, instead of failing on "table
+    already exists" and waiting out a retry."""
+    import threading
+
+    if backend == "sqlite":
+        url, cleanup = f"sqlite:///{tmp_path / 'new.db'}", None
+    else:
+        if not _postgres_reachable():
+            pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable: the concurrent-migration test skipped")
+        schema = f"t_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        url, cleanup = f"{PG_URL}?options=-csearch_path%3D{schema}", (admin, schema)
+    start, errors = threading.Barrier(6), []
+
+    def open_store() -> None:
+        store = StateStore(sa.create_engine(url))
+        start.wait()
+        try:
+            store.create_schema()
+        except Exception as exc:  # the failure this test is about
+            errors.append(repr(exc)[:300])
+        finally:
+            store.dispose()
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert not any(thread.is_alive() for thread in threads), "a migration never finished"
+        assert errors == []
+        store = StateStore.from_url(url)
+        assert store.links_by_dynamics("lead", ["d-1"]) == {}
+        store.dispose()
+    finally:
+        if cleanup:
+            admin, schema = cleanup
+            with admin.begin() as conn:
+                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
