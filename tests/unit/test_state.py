@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -24,25 +25,32 @@ def _postgres_reachable() -> bool:
         return False
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        store = StateStore.from_url(f"sqlite:///{tmp_path / 'state.db'}")
-        yield store
-        store.dispose()
+@contextlib.contextmanager
+def _empty_database(backend: str, tmp_path) -> Iterator[str]:
+    """The URL of a database with no schema yet (a PostgreSQL schema of its own, dropped afterwards)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
     if not _postgres_reachable():
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable: state-store tests on PostgreSQL skipped")
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable: this state-store test on PostgreSQL skipped")
     schema = f"t_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_URL)
     with admin.begin() as conn:
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    store = StateStore.from_url(f"{PG_URL}?options=-csearch_path%3D{schema}")
-    yield store
-    store.dispose()
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[StateStore]:
+    with _empty_database(request.param, tmp_path) as url:
+        store = StateStore.from_url(url)
+        yield store
+        store.dispose()
 
 
 CTX = RunContext("dag", "run-1", "task")
@@ -164,21 +172,16 @@ def test_one_run_at_a_time_per_entity(store: StateStore):
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_upgrading_an_existing_store_keeps_its_rows(backend: str, tmp_path) -> None:
     """A store created by an older release (revision 0006) is upgraded in place by the first task that opens it."""
+    with _empty_database(backend, tmp_path) as url:
+        _upgrade_from_0006(url)
+
+
+def _upgrade_from_0006(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
     from dynamics_sync.state import MIGRATIONS
 
-    if backend == "sqlite":
-        url, cleanup = f"sqlite:///{tmp_path / 'old.db'}", None
-    else:
-        if not _postgres_reachable():
-            pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable: the upgrade test on PostgreSQL skipped")
-        schema = f"t_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-        url, cleanup = f"{PG_URL}?options=-csearch_path%3D{schema}", (admin, schema)
     engine = sa.create_engine(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -199,11 +202,6 @@ def test_upgrading_an_existing_store_keeps_its_rows(backend: str, tmp_path) -> N
         assert failure["reason"] == "lastname is required" and failure["resolution"] is None
     finally:
         store.dispose()
-        if cleanup:
-            admin, schema = cleanup
-            with admin.begin() as conn:
-                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -213,42 +211,26 @@ def test_tasks_opening_a_new_store_at_once_migrate_it_one_at_a_time(backend: str
     already exists" and waiting out a retry."""
     import threading
 
-    if backend == "sqlite":
-        url, cleanup = f"sqlite:///{tmp_path / 'new.db'}", None
-    else:
-        if not _postgres_reachable():
-            pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable: the concurrent-migration test skipped")
-        schema = f"t_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-        url, cleanup = f"{PG_URL}?options=-csearch_path%3D{schema}", (admin, schema)
-    start, errors = threading.Barrier(6), []
+    with _empty_database(backend, tmp_path) as url:
+        start, errors = threading.Barrier(6), []
 
-    def open_store() -> None:
-        store = StateStore(sa.create_engine(url))
-        start.wait()
-        try:
-            store.create_schema()
-        except Exception as exc:  # the failure this test is about
-            errors.append(repr(exc)[:300])
-        finally:
-            store.dispose()
+        def open_store() -> None:
+            store = StateStore(sa.create_engine(url))
+            start.wait()
+            try:
+                store.create_schema()
+            except Exception as exc:  # the failure this test is about
+                errors.append(repr(exc)[:300])
+            finally:
+                store.dispose()
 
-    threads = [threading.Thread(target=open_store) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    try:
+        threads = [threading.Thread(target=open_store) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
         assert not any(thread.is_alive() for thread in threads), "a migration never finished"
         assert errors == []
         store = StateStore.from_url(url)
         assert store.links_by_dynamics("lead", ["d-1"]) == {}
         store.dispose()
-    finally:
-        if cleanup:
-            admin, schema = cleanup
-            with admin.begin() as conn:
-                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
