@@ -3,7 +3,8 @@
 Connection (type "marketo"): host = the instance's base URL (https://<munchkin>.mktorest.com, or the
 sandbox's http://127.0.0.1:8081), login = client id, password = client secret. Extra (all optional):
 munchkin_id, calls_per_20s (default 80, under Marketo's 100 shared by every integration; one window for all
-task processes on the machine), max_concurrent (default 2: the calls a task process keeps in flight while it
+task processes on the machine, where a call holds its place until 20 s after its answer, so a window of
+the full 100 never draws a 606), max_concurrent (default 2: the calls a task process keeps in flight while it
 writes a batch; the marketo_api pool's 4 slots make 8, under Marketo's 10), timeout_s, max_attempts,
 backoff_base_s, daily_quota (the subscription's, default 50,000) and budget_share (this product's part of
 it, default 0.8): the quota is shared with the customer's other integrations, so a load reserves its calls
