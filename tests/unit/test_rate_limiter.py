@@ -11,12 +11,12 @@ def test_limiters_sharing_a_window_file_count_each_others_calls(tmp_path):
     shared = tmp_path / "window"
     first, second = (RateLimiter(calls=2, window_s=0.6, max_concurrent=2, shared=shared) for _ in range(2))
     started = time.monotonic()
-    with first:
+    with first.call():
         pass
-    with second:
+    with second.call():
         pass
     assert time.monotonic() - started < 0.3, "two calls fit the window"
-    with first:
+    with first.call():
         waited = time.monotonic() - started
     assert waited >= 0.5, "the third call waits for the window, whichever limiter made the first two"
 
@@ -28,13 +28,13 @@ def test_a_full_window_serves_a_waiting_higher_priority_caller_first(tmp_path):
     shared = tmp_path / "window"
     low = RateLimiter(calls=2, window_s=1.0, max_concurrent=4, shared=shared, priority=0)
     high = RateLimiter(calls=2, window_s=1.0, max_concurrent=4, shared=shared, priority=2)
-    with low, low:  # the window is full for the next second
+    with low.call(), low.call():  # the window is full for the next second
         pass
     order: list[str] = []
 
     def call(limiter: RateLimiter, name: str, delay: float) -> None:
         time.sleep(delay)
-        with limiter:
+        with limiter.call():
             order.append(name)
 
     threads = [threading.Thread(target=call, args=(low, "low", 0.0)),
@@ -53,7 +53,7 @@ def test_a_waiter_that_died_no_longer_holds_the_window(tmp_path):
     shared.write_text(f"\n\n999999.1:5:{time.time():.3f}")  # a priority-5 waiter that never comes back
     low = RateLimiter(calls=2, window_s=1.0, max_concurrent=2, shared=shared, priority=0)
     started = time.monotonic()
-    with low:
+    with low.call():
         pass
     assert 1.0 <= time.monotonic() - started < 1.5 + 0.7
 
@@ -77,7 +77,7 @@ def test_a_server_stamping_calls_on_arrival_never_sees_more_than_the_limit(tmp_p
     def caller(limiter: RateLimiter, seed: int) -> None:
         mine = random.Random(seed)
         for _ in range(6):
-            with limiter:
+            with limiter.call():
                 took = mine.uniform(0.0, 0.2)
                 arrive = mine.uniform(0.0, took)
                 time.sleep(arrive)
@@ -111,18 +111,18 @@ def test_a_higher_callers_call_in_flight_keeps_its_place_for_the_next_one(tmp_pa
     release = threading.Event()
 
     def hold() -> None:
-        with high:
+        with high.call():
             release.wait(5)
 
     holder = threading.Thread(target=hold)
     holder.start()
     time.sleep(0.1)
     started = time.monotonic()
-    with low:  # 1 in flight + 1 kept for it: one place left
+    with low.call():  # 1 in flight + 1 kept for it: one place left
         pass
     assert time.monotonic() - started < 0.3
     threading.Timer(0.6, release.set).start()
-    with low:  # the last place is kept for the higher caller until its call is back
+    with low.call():  # the last place is kept for the higher caller until its call is back
         waited = time.monotonic() - started
     holder.join(5)
     assert 0.55 <= waited < 1.5, waited

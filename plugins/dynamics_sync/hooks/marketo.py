@@ -181,7 +181,7 @@ class MarketoHook(BaseHook):
 
     def _call_once(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         token = self._access_token()
-        with self.limiter:
+        with self.limiter.call():
             with self._count_lock:
                 self.calls += 1
             response = send(

@@ -11,12 +11,13 @@ import contextlib
 import datetime as dt
 import email.utils
 import fcntl
+import itertools
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -120,29 +121,24 @@ class RateLimiter:
         self.max_call_s = max_call_s
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        self._held = threading.local()  # this thread's calls in flight, innermost last
-        self._sequence = 0
+        self._keys = itertools.count(1)  # one key per call, so its finish finds its own entry
 
-    def __enter__(self) -> RateLimiter:
-        self._slots.acquire()
-        with self._lock:
-            self._sequence += 1
-            key = f"{os.getpid()}.{threading.get_ident()}.{self._sequence}"
-        while True:
-            with self._lock:
-                wait = self._take(key)
-            if wait <= 0:
-                self._held.__dict__.setdefault("keys", []).append(key)
-                return self
-            time.sleep(max(wait, 0.01))
-
-    def __exit__(self, *_exc: object) -> None:
-        key = self._held.keys.pop()
-        try:
-            with self._lock:
-                self._update(lambda window: window.finish(key, time.time()))
-        finally:
-            self._slots.release()
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        """Hold a place in the window for one call, from before it is sent until it has returned."""
+        key = f"{os.getpid()}.{threading.get_ident()}.{next(self._keys)}"
+        with self._slots:
+            while True:
+                with self._lock:
+                    wait = self._take(key)
+                if wait <= 0:
+                    break
+                time.sleep(max(wait, 0.01))
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._update(lambda window: window.finish(key, time.time()))
 
     def _take(self, key: str) -> float:
         """One look at the window: take a place for `key` (0) or say how long to wait before the next look."""
