@@ -35,6 +35,15 @@ def _pointer_column(f: FieldMap) -> str:
     return f"{f.marketo}{POINTER}"
 
 
+def _values(column: pd.Series) -> pd.Series:
+    """A column's values with None for every kind of missing (NaN, NaT, pd.NA)."""
+    return column.astype(object).where(column.notna(), None)
+
+
+def _without_pointers(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in frame.columns if str(c).endswith(POINTER)])
+
+
 def _middle(hook: DynamicsHook, f: FieldMap, ids: Iterable[str]) -> dict[str, str | None]:
     """For each id of the middle table, the id its `through.column` lookup points at."""
     through = f.through
@@ -63,7 +72,7 @@ def follow(frame: pd.DataFrame, spec: EntitySpec, hook: DynamicsHook) -> pd.Data
         return frame
     frame = frame.copy()
     for f in through:
-        raw = frame[f.marketo].astype(object).where(frame[f.marketo].notna(), None)
+        raw = _values(frame[f.marketo])
         middle = _middle(hook, f, raw.dropna().unique())
         frame[_pointer_column(f)] = [middle.get(v) if v is not None else None for v in raw]
     return frame
@@ -77,15 +86,15 @@ def resolve(frame: pd.DataFrame, spec: EntitySpec, store: StateStore,
     """
     lookups = [f for f in spec.fields if f.lookup]
     if frame.empty or not lookups:
-        return frame.drop(columns=[c for c in frame.columns if str(c).endswith(POINTER)]), []
+        return _without_pointers(frame), []
     frame = frame.copy()
     entities = load_entities()
     activities: list[Activity] = []
     for f in lookups:
-        raw = frame[f.marketo].astype(object).where(frame[f.marketo].notna(), None)
+        raw = _values(frame[f.marketo])
         pointers: dict[Any, Any] = {v: v for v in raw.dropna().unique()}
         if f.through is not None and _pointer_column(f) in frame:
-            followed = frame[_pointer_column(f)].astype(object).where(frame[_pointer_column(f)].notna(), None)
+            followed = _values(frame[_pointer_column(f)])
             pointers = {v: p for v, p in zip(raw, followed, strict=True) if v is not None}
         elif f.through is not None and pointers and hook is not None:
             middle = _middle(hook, f, pointers)
@@ -110,4 +119,4 @@ def resolve(frame: pd.DataFrame, spec: EntitySpec, store: StateStore,
                            f"another kind of record); {f.marketo} is left empty",
                 ))
         frame[f.marketo] = [keys.get(v) if v is not None else None for v in raw]
-    return frame.drop(columns=[c for c in frame.columns if str(c).endswith(POINTER)]), activities
+    return _without_pointers(frame), activities
