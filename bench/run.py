@@ -290,8 +290,8 @@ class Bench:
         Limited: the connection takes the whole published rate (100 calls a 20 s window: the limiter holds
         a call's place until 20 s after its response, so no margin for jitter is needed; the product's
         default, 80, leaves room for the customer's other integrations) and the marketo_api pool's 4 tasks
-        x 2 calls stay under the 10 concurrent calls. Unlimited: no client-side
-        window either, as a connection for an instance with no limit would be set.
+        x 2 calls stay under the 10 concurrent calls. Unlimited: no client-side window either, as a
+        connection for an instance with no limit would be set.
         """
         extra = {"calls_per_20s": 100} if real else {"calls_per_20s": 1_000_000, "max_concurrent": 4}
         self.airflow.api("PATCH", "/connections/marketo_default", json=self._marketo_conn_body(extra))
