@@ -91,21 +91,29 @@ class RssSampler:
     task processes); `others` are sampled apart (the sandboxes, which stand in for Marketo's and
     Microsoft's servers). RSS counts a page shared by forked processes once per process, so the summed
     RSS overstates what the machine holds; PSS (from /proc/PID/smaps_rollup) splits shared pages between
-    their processes and adds up to the memory really used. Both are reported, and the peak per role
-    (Airflow component, executor worker, task) shows where the memory is.
+    their processes and adds up to the memory really used. Both are reported, with what the deployment
+    held when the run began (idle_*: the Airflow components alone, before any task), the peak per role
+    (Airflow component, executor worker, task) and the hungriest tasks by name (task_peak_mb), which
+    together say where the memory is.
     """
 
     def __init__(self, roots: list[int], others: list[int] | None = None):
         self.roots, self.others = roots, others or []
         self.peak_kb = self.peak_pss_kb = self.others_peak_kb = 0
         self.by_role_kb: dict[str, int] = {}
+        self.by_task_kb: dict[str, tuple[int, int]] = {}  # task instance id -> peak (RSS, PSS) of its process
+        self.idle_kb = self.idle_pss_kb = 0
         self.cpu_ticks: dict[int, tuple[str, int]] = {}  # pid -> (role, utime + stime last seen)
         self.cpu_before: dict[int, int] = {}  # what the processes running at the start had used before it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> RssSampler:
-        self.cpu_before = {pid: _cpu_ticks(pid) for pid in _process_table()}
+        table = _process_table()
+        self.cpu_before = {pid: _cpu_ticks(pid) for pid in table}
+        product = _descendants(self.roots, table)
+        self.idle_kb = sum(table[p][1] for p in product)
+        self.idle_pss_kb = sum(_pss_kb(p) for p in product)
         self._thread.start()
         return self
 
@@ -117,9 +125,15 @@ class RssSampler:
     def peak_mb(self) -> float:
         return round(self.peak_kb / 1024, 1)
 
-    def report(self) -> dict[str, Any]:
+    def report(self, task_names: dict[str, str] | None = None, top: int = 6) -> dict[str, Any]:
+        """The figures of the run; `task_names` (task instance id -> task id) names the hungriest tasks."""
+        names = task_names or {}
+        hungriest = sorted(self.by_task_kb.items(), key=lambda item: -item[1][0])[:top]
         return {"peak_rss_mb": self.peak_mb, "peak_pss_mb": round(self.peak_pss_kb / 1024, 1),
+                "idle_rss_mb": round(self.idle_kb / 1024, 1), "idle_pss_mb": round(self.idle_pss_kb / 1024, 1),
                 "peak_rss_mb_by_role": {k: round(v / 1024, 1) for k, v in sorted(self.by_role_kb.items())},
+                "task_peak_mb": {names.get(ti, ti): {"rss": round(rss / 1024, 1), "pss": round(pss / 1024, 1)}
+                                 for ti, (rss, pss) in hungriest},
                 "sandboxes_peak_rss_mb": round(self.others_peak_kb / 1024, 1),
                 "cpu_s_by_role": self.cpu_seconds()}
 
@@ -139,13 +153,17 @@ class RssSampler:
             table = _process_table()
             product = _descendants(self.roots, table)
             self.peak_kb = max(self.peak_kb, sum(table[p][1] for p in product))
-            self.peak_pss_kb = max(self.peak_pss_kb, sum(_pss_kb(p) for p in product))
+            pss = {p: _pss_kb(p) for p in product}
+            self.peak_pss_kb = max(self.peak_pss_kb, sum(pss.values()))
             self.others_peak_kb = max(self.others_peak_kb,
                                       sum(table[p][1] for p in _descendants(self.others, table)))
             roles: dict[str, int] = {}
             for pid in product:
                 role = _role(table[pid][2])
                 roles[role] = roles.get(role, 0) + table[pid][1]
+                if (ti := _task_instance(table[pid][2])) is not None:
+                    rss, known = table[pid][1], self.by_task_kb.get(ti, (0, 0))
+                    self.by_task_kb[ti] = (max(known[0], rss), max(known[1], pss[pid]))
                 self.cpu_ticks[pid] = (role, _cpu_ticks(pid))
             for pid in _descendants(self.others, table):
                 self.cpu_ticks[pid] = ("sandboxes", _cpu_ticks(pid))
@@ -200,6 +218,13 @@ def _pss_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _task_instance(cmdline: str) -> str | None:
+    """The task instance a task process runs (Airflow 3 titles it `airflow worker -- <ti id>`)."""
+    if not cmdline.startswith("airflow worker -- ") or "LocalExecutor" in cmdline:
+        return None
+    return cmdline.split(" -- ", 1)[1].strip() or None
 
 
 def _role(cmdline: str) -> str:
@@ -330,21 +355,26 @@ class Bench:
         self.reset_counters()
         scenario = f"initial_copy_{'limited' if real else 'unlimited'}"
         with RssSampler(self.processes(), self.sandbox_processes()) as rss, self.profiled(scenario):
-            state, wall = self.airflow.run("dynamics_initial_sync", {"force": True}, timeout=6 * 3600)
+            started = time.monotonic()
+            run_id = self.airflow.trigger("dynamics_initial_sync", {"force": True})
+            state = self.airflow.wait_for_run("dynamics_initial_sync", run_id, timeout=6 * 3600)
+            wall = time.monotonic() - started
         calls = self.counters()
+        memory = rss.report({ti["id"]: ti["task_id"]
+                             for ti in self.airflow.task_instances("dynamics_initial_sync", run_id)})
         print(f"initial copy of {n:,} ({'limited' if real else 'unlimited'}): {state} in {wall:.1f} s, {calls}, "
-              f"memory {rss.report()}", flush=True)
+              f"memory {memory}", flush=True)
         if state != "success":
             raise RuntimeError(f"the initial copy failed; see {self.root / 'airflow' / 'logs'}")
         if not real:
-            return {"records": n, "wall_s": round(wall, 1), "records_per_s": round(n / wall, 1), **rss.report()}
+            return {"records": n, "wall_s": round(wall, 1), "records_per_s": round(n / wall, 1), **memory}
         marketo_min, dynamics_min = minimum_calls(counts)
         floor = max(calls["marketo_calls"] / MARKETO_RATE, calls["dynamics_calls"] / DYNAMICS_RATE)
         return {"records": n, "wall_s": round(wall, 1), **{k: calls[k] for k in ("marketo_calls",)},
                 "marketo_calls_min": marketo_min, "dynamics_calls": calls["dynamics_calls"],
                 "dynamics_calls_min": dynamics_min, "api_floor_s": round(floor, 1),
                 "floor_ratio": round(wall / floor, 2) if floor else None, "limit_errors": calls["limit_errors"],
-                **rss.report()}
+                **memory}
 
     @contextlib.contextmanager
     def profiled(self, scenario: str) -> Iterator[None]:

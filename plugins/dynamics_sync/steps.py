@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynamics_sync import dry_run, extract, load, marketo_activity, metadata, references, transform, validate
+from dynamics_sync import dry_run, extract, load, marketo_activity, memory, metadata, references, transform, validate
 from dynamics_sync.entities import EntitySpec, load_entities, load_priority, sync_extract_order
 from dynamics_sync.errors import ChangeTrackingExpired, RefusedToRun
 from dynamics_sync.failpoints import crash_point
@@ -34,7 +34,7 @@ MARKETO_OVERLAP = dt.timedelta(seconds=60)
 # An entity's lock outlives a crashed run by this much at most; a healthy run releases it at its load commit.
 LOCK_TTL = dt.timedelta(seconds=float(os.environ.get("DYNAMICS_SYNC_LOCK_TTL_S", 3600)))
 # Rows per part of an initial copy: what one step holds in memory at a time (whole Dataverse pages).
-PART_ROWS_ENV, PART_ROWS = "DYNAMICS_SYNC_PART_ROWS", 50_000
+PART_ROWS_ENV, PART_ROWS = "DYNAMICS_SYNC_PART_ROWS", 25_000
 # An extract's XCom marks lookups it left as Dynamics ids (references.follow) for transform to resolve;
 # replay and reconcile resolve in their extracts, which wait for the entities they point at.
 UNRESOLVED = "unresolved"
@@ -124,6 +124,7 @@ def staged_records(run: RunInfo, spec: EntitySpec, configured: EntitySpec, schem
     }
 
 
+@memory.part_by_part()
 def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     configured = load_entities()[entity]
     store = StateStore.from_connection()
@@ -219,6 +220,8 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     # unless this extract waited for them itself (entities.sync_extract_order).
     resolve_here = bool(sync_extract_order()[entity])
     for i, part in enumerate(parts):
+        if i:
+            memory.release()
         reference_activities: list[Activity] = []
         if resolve_here:
             frame, reference_activities = references.resolve(part.rows, spec, store, dynamics)
@@ -231,6 +234,7 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         rows, deleted = rows + len(frame), deleted + part.deleted
         if mode == INITIAL and part.delta_link:
             marks["dynamics"] = part.delta_link
+        del frame, part  # before the next part is read (memory.release)
     counts = {"dynamics_rows": rows, "dynamics_deleted": deleted, "marketo_rows": len(mkto_rows), **mkto_info}
     log.info("%s extract: %s in %d part(s) (Dynamics calls %d, Marketo calls %d)", spec.name, counts,
              len(staged["dynamics"]), dynamics.calls, marketo.calls)
@@ -280,6 +284,7 @@ def _spec(entity: str, xcom: dict[str, Any]) -> EntitySpec:
     return metadata.effective(load_entities()[entity], xcom.get("schema"))
 
 
+@memory.part_by_part()
 def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     spec = _spec(entity, extracted)
     store = StateStore.from_connection()
@@ -287,6 +292,8 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
     counts: Counter[str] = Counter()
     for i, (dynamics_path, activities_path) in enumerate(zip(extracted["dynamics"], extracted["extract_activities"],
                                                              strict=True)):
+        if i:
+            memory.release()
         dynamics, references_unresolved = read_frame(dynamics_path), []
         if extracted.get("references") == UNRESOLVED:
             dynamics, references_unresolved = references.resolve(dynamics, spec, store, None)
@@ -306,6 +313,7 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
                                                activities_frame(plan.activities)))
         counts.update({"to_marketo": len(frames["marketo_writes"]), "to_dynamics": len(frames["dynamics_writes"]),
                        "snapshot_refresh": len(frames["refresh"]), **plan.counts})
+        del dynamics, plan, frames
     store.dispose()
     log.info("%s transform: %s in %d part(s)", spec.name, dict(counts), len(extracted["dynamics"]))
     crash_point("transform.staged", spec.name)
@@ -343,6 +351,7 @@ def _plan(spec: EntitySpec, extracted: dict[str, Any], store: StateStore, dynami
 # ---- validate --------------------------------------------------------------------------------------------
 
 
+@memory.part_by_part()
 def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     spec = _spec(entity, transformed)
     keep = ("entity", "mode", "interval", "marks", "schema", "refresh", "plan_activities")
@@ -353,12 +362,15 @@ def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dic
         counts[f"{name}_valid"] = counts[f"{name}_rejected"] = 0
         paths = transformed[name]
         for i, path in enumerate(paths):
+            if i:
+                memory.release()
             # Data Docs show the suite's last run: rebuilt once, with the last part.
             split = validate.split_invalid(read_frame(path), spec, side, data_docs=i == len(paths) - 1)
             out[name].append(stage(run, spec, _part(f"{name}_valid", i), split.good))
             out[f"{name}_rejected"].append(stage(run, spec, _part(f"{name}_rejected", i), split.bad))
             counts[f"{name}_valid"] += len(split.good)
             counts[f"{name}_rejected"] += len(split.bad)
+            del split
     log.info("%s validate: %s", spec.name, counts)
     crash_point("validate.staged", spec.name)
     return {**out, "counts": counts}
@@ -371,6 +383,7 @@ LOAD_INPUTS = ("plan_activities", "marketo_writes_rejected", "dynamics_writes_re
                "dynamics_writes", "refresh")
 
 
+@memory.part_by_part()
 def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     """Write each part and commit what it did; the last part's commit also advances the watermarks.
 
@@ -414,6 +427,8 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-commit") as committer:
         for i, paths in enumerate(parts):
+            if i:
+                memory.release()
             frames = dict(zip(LOAD_INPUTS, (read_frame(path) for path in paths), strict=True))
             activities = _activities(frames["plan_activities"])
             activities += load.rejected_activities(spec, frames["marketo_writes_rejected"], transform.TO_MARKETO)
@@ -448,6 +463,7 @@ def load_step(entity: str, validated: dict[str, Any], run: RunInfo) -> dict[str,
             if len(parts) > 1:
                 log.info("%s load: part %d of %d written (%s)", spec.name, i + 1, len(parts),
                          {d: dict(c) for d, c in done.items()})
+            del frames, activities, links, to_marketo, to_dynamics
         if pending is not None:
             pending.result()
     store.dispose()

@@ -108,6 +108,7 @@ def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str,
     """
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.data_context.data_context.context_factory import project_manager
 
     root = data_docs_root() / suite_name
     shutil.rmtree(root / "gx" / "uncommitted" / "validations", ignore_errors=True)
@@ -134,6 +135,9 @@ def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str,
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [KEY]},
     ))
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    # GX keeps the last context (and through it this batch's data) as its module-wide project; let go of it,
+    # so the part's memory is freed with the part (see dynamics_sync.memory).
+    project_manager.set_project(None)
     failures: dict[int, list[tuple[Rule, Any]]] = {}
     for validation in outcome.run_results.values():
         for result in validation.results:
@@ -181,7 +185,10 @@ def split_invalid(frame: pd.DataFrame, spec: EntitySpec, side: str, data_docs: b
     for column in {r.column for r in rules}:
         checked[column] = checked[column].astype(object)
     wrong_types = _not_single_values(checked, spec)
-    failures = run_suite(checked, rules, f"{spec.name}_to_{side}", data_docs)
+    # GX sees only the columns its rules check: the rest of a row (snapshots, payload) would only add to what
+    # it holds while it runs.
+    failures = run_suite(checked[[KEY, *dict.fromkeys(r.column for r in rules)]], rules, f"{spec.name}_to_{side}",
+                         data_docs)
     for key, items in wrong_types.items():
         failures.setdefault(key, []).extend(items)
     if side == "marketo" and creating:
