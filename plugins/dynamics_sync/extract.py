@@ -150,11 +150,20 @@ def dynamics_full_parts(hook: DynamicsHook, spec: EntitySpec, part_rows: int) ->
     parts = 0
     for page, delta_link in hook.pages(spec.entity_set, params={"$select": _select(spec)}, track_changes=True):
         rows.extend(page)
+        del page
         if delta_link or len(rows) >= part_rows:
-            yield DynamicsExtract(_dynamics_frame(spec, rows), delta_link)
-            rows, parts = [], parts + 1
+            parts += 1
+            # The page rows are let go of once the frame is built, not when the next part starts.
+            yield DynamicsExtract(_dynamics_frame(spec, _taken(rows)), delta_link)
     if rows or not parts:  # always at least one part, so the later steps always commit
-        yield DynamicsExtract(_dynamics_frame(spec, rows), None)
+        yield DynamicsExtract(_dynamics_frame(spec, _taken(rows)), None)
+
+
+def _taken(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows, leaving the list empty: only the caller holds them."""
+    taken = rows.copy()
+    rows.clear()
+    return taken
 
 
 def dynamics_full(hook: DynamicsHook, spec: EntitySpec) -> DynamicsExtract:

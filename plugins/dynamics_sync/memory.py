@@ -53,8 +53,15 @@ def release() -> None:
 
 @contextlib.contextmanager
 def part_by_part() -> Iterator[None]:
-    """Around a step whose parts each end with `release()` (a decorator too); unfreezes what they froze."""
+    """Around a step whose parts each end with `release()` (a decorator too); unfreezes what they froze.
+
+    A task process of the LocalExecutor inherits objects Airflow froze before forking its workers; those
+    stay frozen (a full collection would walk them and copy their shared pages), so nothing is unfrozen
+    in a process that held frozen objects before the step.
+    """
+    frozen_before = gc.get_freeze_count()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()

@@ -220,8 +220,6 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
     # unless this extract waited for them itself (entities.sync_extract_order).
     resolve_here = bool(sync_extract_order()[entity])
     for i, part in enumerate(parts):
-        if i:
-            memory.release()
         reference_activities: list[Activity] = []
         if resolve_here:
             frame, reference_activities = references.resolve(part.rows, spec, store, dynamics)
@@ -234,7 +232,9 @@ def extract_step(entity: str, mode: str, run: RunInfo) -> dict[str, Any]:
         rows, deleted = rows + len(frame), deleted + part.deleted
         if mode == INITIAL and part.delta_link:
             marks["dynamics"] = part.delta_link
-        del frame, part  # before the next part is read (memory.release)
+        del frame, part
+        if mode == INITIAL:  # parts are read as they go: free this one before the next is read
+            memory.release()
     counts = {"dynamics_rows": rows, "dynamics_deleted": deleted, "marketo_rows": len(mkto_rows), **mkto_info}
     log.info("%s extract: %s in %d part(s) (Dynamics calls %d, Marketo calls %d)", spec.name, counts,
              len(staged["dynamics"]), dynamics.calls, marketo.calls)
@@ -307,8 +307,8 @@ def transform_step(entity: str, extracted: dict[str, Any], run: RunInfo) -> dict
             ]
             plan.counts["echoes"] += int(extracted["counts"].get("marketo_echoes_not_read", 0))
         frames = plan.frames(spec)
-        for name, frame in frames.items():
-            staged[name].append(stage(run, spec, _part(name, i), frame))
+        for name in frames:
+            staged[name].append(stage(run, spec, _part(name, i), frames[name]))
         staged["plan_activities"].append(stage(run, spec, _part("plan_activities", i),
                                                activities_frame(plan.activities)))
         counts.update({"to_marketo": len(frames["marketo_writes"]), "to_dynamics": len(frames["dynamics_writes"]),
@@ -357,13 +357,15 @@ def validate_step(entity: str, transformed: dict[str, Any], run: RunInfo) -> dic
     keep = ("entity", "mode", "interval", "marks", "schema", "refresh", "plan_activities")
     out: dict[str, Any] = {k: transformed[k] for k in keep}
     counts = dict(transformed["counts"])
+    validated = 0  # parts of either side so far
     for name, side in (("marketo_writes", "marketo"), ("dynamics_writes", "dynamics")):
         out[name], out[f"{name}_rejected"] = [], []
         counts[f"{name}_valid"] = counts[f"{name}_rejected"] = 0
         paths = transformed[name]
         for i, path in enumerate(paths):
-            if i:
+            if validated:
                 memory.release()
+            validated += 1
             # Data Docs show the suite's last run: rebuilt once, with the last part.
             split = validate.split_invalid(read_frame(path), spec, side, data_docs=i == len(paths) - 1)
             out[name].append(stage(run, spec, _part(f"{name}_valid", i), split.good))

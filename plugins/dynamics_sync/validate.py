@@ -134,10 +134,12 @@ def run_suite(frame: pd.DataFrame, rules: list[Rule], suite_name: str,
         actions=[UpdateDataDocsAction(name="data_docs")] if data_docs else [],
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [KEY]},
     ))
-    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
-    # GX keeps the last context (and through it this batch's data) as its module-wide project; let go of it,
-    # so the part's memory is freed with the part (see dynamics_sync.memory).
-    project_manager.set_project(None)
+    try:
+        outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    finally:
+        # GX keeps the last context (and through it this batch's data) as its module-wide project; let go of
+        # it, so the part's memory is freed with the part (see dynamics_sync.memory).
+        project_manager.set_project(None)
     failures: dict[int, list[tuple[Rule, Any]]] = {}
     for validation in outcome.run_results.values():
         for result in validation.results:

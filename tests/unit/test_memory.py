@@ -32,17 +32,20 @@ def test_nothing_keeps_a_validated_part_alive_once_it_is_released(tmp_path, monk
     assert dead == [True, True]
 
 
-def test_a_process_of_the_library_uses_the_system_allocator_for_arrow():
+def test_a_process_of_the_library_uses_the_system_allocator_for_arrow(tmp_path):
     """pyarrow's default pool (mimalloc) reserves about 100 MB in every task process; the library asks for
     the system allocator before pandas loads pyarrow, and a setting the deployment gives still wins."""
     code = ("import dynamics_sync.staging, pandas as pd, pyarrow as pa; "
             "pd.Series(['x', 'y'], dtype='string').str.upper(); print(pa.default_memory_pool().backend_name)")
-    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            env={"PATH": "/usr/bin:/bin"}).stdout.split()[-1]
-    assert chosen == "system"
-    given = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PATH": "/usr/bin:/bin", memory.ARROW_POOL_ENV: "mimalloc"}).stdout.split()[-1]
-    assert given == "mimalloc"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AIRFLOW_HOME": str(tmp_path / "airflow")}
+
+    def pool(**extra: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**env, **extra})
+        return done.stdout.split()[-1]
+
+    assert pool() == "system"
+    assert pool(**{memory.ARROW_POOL_ENV: "mimalloc"}) == "mimalloc"
 
 
 def test_a_step_unfreezes_what_its_parts_froze():
