@@ -433,12 +433,17 @@ class Bench:
             email = f"bench.person.{i}.{time.time_ns()}@example.com"
             marketo_id = people.create_marketo({"email": email, "firstName": "Bench", "lastName": f"Person {i}"})
             started = time.monotonic()
-            self.airflow.trigger("sync_person_to_dynamics", {"marketo_lead_id": marketo_id})
+            run_id = self.airflow.trigger("sync_person_to_dynamics", {"marketo_lead_id": marketo_id})
             while not people.find_dynamics("lead", email):
                 if time.monotonic() - started > 120:
                     raise TimeoutError(f"sync person {marketo_id} did not reach Dynamics within 120 s")
                 time.sleep(0.2)
             seconds.append(time.monotonic() - started)
+            # Not timed: the run goes on after the lead is readable (link, activity row); it must succeed, and
+            # the next run (or the deployment's stop, which waits for running tasks) must not find it running.
+            state = self.airflow.wait_for_run("sync_person_to_dynamics", run_id, timeout=120)
+            if state != "success":
+                raise RuntimeError(f"sync person run {run_id} ended {state}; see {self.root / 'airflow' / 'logs'}")
         print(f"sync person: {[round(s, 1) for s in seconds]}", flush=True)
         return {"runs": runs, "median_s": round(statistics.median(seconds), 2), "max_s": round(max(seconds), 2)}
 
